@@ -1,0 +1,76 @@
+"""Hugging Face Space: serve a dataset published by `explorer publish` in Renumics Spotlight.
+
+Standalone on purpose (needs renumics-spotlight and datasets, not explorer). Settings come
+from the environment (Space variables; HF_TOKEN as a secret for a private dataset):
+
+    HF_DATASET  Hub dataset id (USER/NAME) or local folder: a published repo folder, or a
+                `save_to_disk` folder such as OUT/default. Required.
+    HF_CONFIG   config to show (default: "default")
+    HF_SPLIT    split to show (default: "train")
+    LAYOUT      layout name looked up in the dataset's layouts/ and then next to this file,
+                or a JSON file (default: "pre_post_ft"); without one Spotlight's default
+    HOST, PORT  where to serve (default: 0.0.0.0:7860, what Spaces expect)
+
+Runs until stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import datasets
+from huggingface_hub import hf_hub_download
+from renumics import spotlight
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(source: str, config: str, split: str) -> datasets.Dataset:
+    """The table to show: a `save_to_disk` folder as is, else `load_dataset(source, config)`."""
+    if (Path(source) / "dataset_info.json").is_file():
+        return datasets.load_from_disk(source)
+    return datasets.load_dataset(source, config, split=split)
+
+
+def find_layout(source: str, name: str) -> str | None:
+    """Path of the layout `name` (a name or a .json file), or None to use Spotlight's default."""
+    if name.endswith(".json"):
+        return name if Path(name).is_file() else None
+    relative = f"layouts/{name}.json"
+    if Path(source).is_dir():
+        candidates = [Path(source) / relative]
+    else:
+        try:
+            candidates = [Path(hf_hub_download(source, relative, repo_type="dataset"))]
+        except Exception as error:  # no such file, or offline: a layout is not worth failing for
+            print(f"app: no {relative} in {source}: {type(error).__name__}", file=sys.stderr)
+            candidates = []
+    candidates.append(HERE / relative)  # the copy shipped with the Space
+    return next((str(path) for path in candidates if path.is_file()), None)
+
+
+def main() -> None:
+    """Load the dataset named by the environment and serve it until the process is stopped."""
+    source = os.environ.get("HF_DATASET")
+    if not source:
+        sys.exit("app: set HF_DATASET to a dataset id (USER/NAME) or a local folder")
+    config, split = os.environ.get("HF_CONFIG", "default"), os.environ.get("HF_SPLIT", "train")
+    dataset = load(source, config, split)
+    layout = find_layout(source, os.environ.get("LAYOUT", "pre_post_ft"))
+    print(f"app: {len(dataset)} rows from {source}, layout {layout or 'default'}", flush=True)
+    spotlight.show(
+        dataset,
+        host=os.environ.get("HOST", "0.0.0.0"),
+        port=int(os.environ.get("PORT", "7860")),
+        layout=layout,
+        no_browser=True,
+        no_ssl=True,  # the Space's proxy terminates TLS
+        allow_filebrowsing=False,  # visitors must not browse the container's files
+        wait="forever",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""Where the images come from: every source becomes a `datasets.Dataset` of `image` and `label`.
+
+Sources, tried in this order:
+
+- `digits`: scikit-learn's built-in 8x8 digits (offline), split 75/25 into train/test;
+- `fashion-mnist`: the IDX files of Debian's `dataset-fashion-mnist` (or `data_dir`), else the Hub;
+- a folder saved with `save_to_disk` (a Dataset or a DatasetDict);
+- a local image folder: class sub-folders, or files plus `metadata.csv` (datasets' imagefolder);
+- anything else is a Hub dataset id, loaded with `datasets.load_dataset`.
+
+The result always has an `image` column (`datasets.Image`) and, when the source has labels,
+a `label` column (`datasets.ClassLabel`); other columns are dropped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image
+
+from explorer.errors import ExplorerError
+
+IMAGE_COLUMNS = ("image", "img", "pixel_values")
+LABEL_COLUMNS = ("label", "labels", "fine_label")
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
+DIGITS_TEST_FRACTION = 0.25
+
+
+def load(
+    source: str | Path,
+    split: str | None = None,
+    limit: int | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    data_dir: str | Path | None = None,
+) -> datasets.Dataset:
+    """Load one split of `source` as a Dataset with `image` (and `label` where there is one).
+
+    `split` defaults to `test` where the source has one, else its only split. `limit` keeps the
+    first N rows. Raises ExplorerError for a source that does not exist or has no images.
+    """
+    dataset = _load_any(str(source), split, data_dir)
+    if limit is not None:
+        if limit < 1:
+            raise ExplorerError(f"--limit must be at least 1, not {limit}")
+        dataset = dataset.select(range(min(limit, dataset.num_rows)))
+    return _normalise_columns(dataset, str(source), image_column, label_column)
+
+
+def _load_any(source: str, split: str | None, data_dir: str | Path | None) -> datasets.Dataset:
+    if source == "digits":
+        return _pick_split(load_digits(), split, source)
+    if source in ("fashion-mnist", "fashion_mnist"):
+        local = load_fashion_mnist(data_dir)
+        return (
+            _pick_split(local, split, source) if local else _load_hub(FASHION_MNIST_HUB_ID, split)
+        )
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            return _pick_split(datasets.load_from_disk(str(path)), split, source)
+        return _pick_split(_load_image_folder(path), split, source)
+    if path.exists():
+        raise ExplorerError(f"{source} is a file: give a dataset folder, a Hub id or 'digits'")
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ExplorerError(
+            f"dataset folder {source} does not exist: check the path, or give a Hub id or 'digits'"
+        )
+    return _load_hub(source, split)
+
+
+def _load_hub(source: str, split: str | None) -> datasets.Dataset:
+    try:
+        loaded = datasets.load_dataset(source, split=split)
+    except Exception as error:  # the hub client raises many types; all mean the same to a user
+        raise ExplorerError(
+            f"could not load dataset {source!r} from the Hub ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200] if str(error) else 'no detail'}); "
+            "check the id and your connection, or give a local folder or 'digits'"
+        ) from error
+    return _pick_split(loaded, split, source)
+
+
+def _load_image_folder(path: Path) -> datasets.DatasetDict:
+    metadata = path / "metadata.csv"
+    if metadata.exists():
+        _check_metadata_paths(path, metadata)
+    try:
+        return datasets.load_dataset("imagefolder", data_dir=str(path))
+    except Exception as error:
+        raise ExplorerError(
+            f"no images found in {path}: use class sub-folders of image files, "
+            "or image files plus a metadata.csv"
+        ) from error
+
+
+def _check_metadata_paths(root: Path, metadata: Path) -> None:
+    """Refuse file names in metadata.csv that point outside the dataset folder."""
+    import pandas as pd
+
+    root = root.resolve()
+    names = pd.read_csv(metadata).get("file_name", [])
+    for name in names:
+        if not (root / str(name)).resolve().is_relative_to(root):
+            raise ExplorerError(
+                f"metadata.csv names {name!r}, which is outside {root}: "
+                "file names must be relative paths inside the dataset folder"
+            )
+
+
+def _pick_split(
+    loaded: datasets.Dataset | datasets.DatasetDict, split: str | None, source: str
+) -> datasets.Dataset:
+    if isinstance(loaded, datasets.Dataset):
+        return loaded
+    if split is None:
+        split = "test" if "test" in loaded else (next(iter(loaded)) if len(loaded) == 1 else None)
+        if split is None:
+            raise ExplorerError(
+                f"{source} has splits {', '.join(loaded)} and none is 'test': pick one with --split"
+            )
+    if split not in loaded:
+        raise ExplorerError(f"{source} has no split {split!r}: choose one of {', '.join(loaded)}")
+    return loaded[split]
+
+
+def _normalise_columns(
+    dataset: datasets.Dataset, source: str, image_column: str | None, label_column: str | None
+) -> datasets.Dataset:
+    features = dataset.features
+    image_column = image_column or next(
+        (name for name in IMAGE_COLUMNS if name in features),
+        next((n for n, f in features.items() if isinstance(f, datasets.Image)), None),
+    )
+    if image_column is None or image_column not in features:
+        raise ExplorerError(
+            f"{source} has no image column (columns: {', '.join(features)}): "
+            "name it with --image-column"
+        )
+    if label_column is not None and label_column not in features:
+        raise ExplorerError(
+            f"{source} has no column {label_column!r} (columns: {', '.join(features)})"
+        )
+    label_column = label_column or next(
+        (name for name in LABEL_COLUMNS if name in features),
+        next((n for n, f in features.items() if isinstance(f, datasets.ClassLabel)), None),
+    )
+    keep = [image_column] + ([label_column] if label_column else [])
+    dataset = dataset.select_columns(keep)
+    if image_column != "image":
+        dataset = dataset.rename_column(image_column, "image")
+    if not isinstance(dataset.features["image"], datasets.Image):
+        dataset = dataset.cast_column("image", datasets.Image())
+    if label_column is None:
+        return dataset
+    if label_column != "label":
+        dataset = dataset.rename_column(label_column, "label")
+    if not isinstance(dataset.features["label"], datasets.ClassLabel):
+        dataset = _to_class_label(dataset)
+    return dataset
+
+
+def _to_class_label(dataset: datasets.Dataset) -> datasets.Dataset:
+    """Integer or string labels become a ClassLabel (names sorted; integers keep their value)."""
+    values = dataset["label"]
+    if all(isinstance(value, (int, np.integer)) for value in values):
+        names = [str(i) for i in range(int(max(values)) + 1)]
+        return dataset.cast_column("label", datasets.ClassLabel(names=names))
+    return dataset.class_encode_column("label")
+
+
+def _png(pixels: np.ndarray) -> dict:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+def _from_arrays(images: np.ndarray, labels: np.ndarray, names: list[str]) -> datasets.Dataset:
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}
+    )
+    return datasets.Dataset.from_dict(
+        {"image": [_png(pixels) for pixels in images], "label": labels.astype(np.int64)},
+        features=features,
+    )
+
+
+def load_digits() -> datasets.DatasetDict:
+    """scikit-learn's 1,797 8x8 digits as grayscale PNGs, split 75/25 (stratified, seed 0)."""
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sklearn_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)  # values run 0..16
+    train, test = train_test_split(
+        np.arange(len(images)),
+        test_size=DIGITS_TEST_FRACTION,
+        random_state=0,
+        stratify=digits.target,
+    )
+    names = [str(i) for i in range(10)]
+    return datasets.DatasetDict(
+        {
+            "train": _from_arrays(images[np.sort(train)], digits.target[np.sort(train)], names),
+            "test": _from_arrays(images[np.sort(test)], digits.target[np.sort(test)], names),
+        }
+    )
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as file:
+        data = file.read()
+    dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load_fashion_mnist(data_dir: str | Path | None = None) -> datasets.DatasetDict | None:
+    """Fashion-MNIST from its IDX files (Debian's dataset-fashion-mnist); None if not there."""
+    folder = Path(data_dir) if data_dir else FASHION_MNIST_DIR
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        found = sorted(folder.glob(f"{prefix}-images-idx3-ubyte*"))
+        labels = sorted(folder.glob(f"{prefix}-labels-idx1-ubyte*"))
+        if found and labels:
+            splits[split] = _from_arrays(
+                _read_idx(found[0]), _read_idx(labels[0]), FASHION_MNIST_CLASSES
+            )
+    if not splits and data_dir:
+        raise ExplorerError(
+            f"no Fashion-MNIST IDX files in {folder}: expected t10k-images-idx3-ubyte.gz and "
+            "friends (apt-get install dataset-fashion-mnist)"
+        )
+    return datasets.DatasetDict(splits) if splits else None
+
+
+def class_names(dataset: datasets.Dataset) -> list[str] | None:
+    """The label names of a loaded dataset, or None when it has no labels."""
+    feature = dataset.features.get("label")
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None

@@ -1,0 +1,298 @@
+"""Images in, one embedding per image out (and class probabilities where the model has a head).
+
+Three steps, each reusable on its own:
+
+1. `Preprocessing.from_model(path)` reads the model's image-processor config (size, crop,
+   resampling, rescale, mean, std).
+2. `prepare_pixels(images, preprocessing)` decodes and resizes every image once into a uint8
+   tensor: the same tensor serves every checkpoint of a run (the seed ran the processor per batch
+   per checkpoint, although its output never changes).
+3. `embed(model, pixels, preprocessing)` rescales and normalises per batch in torch and pools the
+   backbone's output: the CLS token where the architecture has one, the pooled output where it
+   has none (Swin, ConvNeXt, ResNet: the seeds took token 0 of every model, wrong for those).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from explorer.errors import ExplorerError
+
+# Architectures whose token 0 is a CLS token trained to summarise the image.
+CLS_TOKEN_MODELS = {
+    "vit",
+    "deit",
+    "beit",
+    "data2vec-vision",
+    "dinov2",
+    "dinov2_with_registers",
+    "vit_msn",
+    "vit_mae",
+    "vit_hybrid",
+    "clip_vision_model",
+    "siglip_vision_model",
+}
+POOLINGS = ("auto", "cls", "mean", "pooler")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the model's image processor does, as plain numbers.
+
+    `height`/`width` give an exact resize; `shortest_edge` resizes the short side (then `crop`
+    centre-crops to a square of `crop` pixels, when set).
+    """
+
+    height: int | None
+    width: int | None
+    shortest_edge: int | None
+    crop: int | None
+    resample: int
+    rescale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_model(cls, model_path: str | Path) -> Preprocessing:
+        """Read the image-processor config saved beside a model (Hub id or folder)."""
+        from transformers import AutoImageProcessor
+        from transformers.utils import logging as transformers_logging
+
+        try:
+            # Only the config's numbers are used: quiet the "no torchvision, using PIL" notice.
+            verbosity = transformers_logging.get_verbosity()
+            transformers_logging.set_verbosity_error()
+            try:
+                processor = AutoImageProcessor.from_pretrained(str(model_path))
+            finally:
+                transformers_logging.set_verbosity(verbosity)
+        except (OSError, ValueError):
+            # No preprocessor_config.json: the model's own input size, inputs scaled to [-1, 1].
+            size = getattr(load_config(model_path), "image_size", 224)
+            warnings.warn(
+                f"{model_path} has no image-processor config; resizing to {size}x{size} "
+                "with mean 0.5 and std 0.5",
+                stacklevel=2,
+            )
+            return cls(size, size, None, None, Image.BILINEAR, 1 / 255, (0.5,) * 3, (0.5,) * 3)
+        return cls.from_processor(processor)
+
+    @classmethod
+    def from_processor(cls, processor) -> Preprocessing:
+        size = dict(getattr(processor, "size", None) or {}) if processor.do_resize else {}
+        shortest = size.get("shortest_edge")
+        crop = None
+        if getattr(processor, "do_center_crop", False) and getattr(processor, "crop_size", None):
+            crop = int(dict(processor.crop_size)["height"])
+        crop_pct = getattr(processor, "crop_pct", None)
+        if shortest is not None and crop_pct is not None and shortest < 384:
+            # ConvNeXt's rule: resize to shortest/crop_pct, then centre-crop to shortest.
+            crop, shortest = shortest, int(shortest / crop_pct)
+        resample = getattr(processor, "resample", Image.BILINEAR)
+        mean = processor.image_mean if processor.do_normalize else (0.0, 0.0, 0.0)
+        std = processor.image_std if processor.do_normalize else (1.0, 1.0, 1.0)
+        return cls(
+            height=size.get("height"),
+            width=size.get("width"),
+            shortest_edge=shortest,
+            crop=crop,
+            resample=int(resample if resample is not None else Image.BILINEAR),
+            rescale=float(processor.rescale_factor) if processor.do_rescale else 1.0,
+            mean=tuple(float(m) for m in mean),
+            std=tuple(float(s) for s in std),
+        )
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def resize(self, image: Image.Image) -> Image.Image:
+        """RGB, resized and centre-cropped as the model's processor would."""
+        image = image.convert("RGB")
+        if self.height and self.width:
+            image = image.resize((self.width, self.height), resample=self.resample)
+        elif self.shortest_edge:
+            # transformers' rule: short side to size, long side scaled and floored
+            short, long = sorted(image.size)
+            long = int(self.shortest_edge * long / short)
+            size = (self.shortest_edge, long) if image.width <= image.height else (long, self.shortest_edge)
+            image = image.resize(size, resample=self.resample)
+        if self.crop:
+            left = (image.width - self.crop) // 2
+            top = (image.height - self.crop) // 2
+            image = image.crop((left, top, left + self.crop, top + self.crop))
+        return image
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> float32 model input."""
+        mean = torch.tensor(self.mean, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=pixels.device).view(1, 3, 1, 1)
+        return (pixels.float() * self.rescale - mean) / std
+
+
+def prepare_pixels(
+    images: datasets.Dataset, preprocessing: Preprocessing, progress: bool = True
+) -> torch.Tensor:
+    """Decode and resize every image of `images` (a Dataset with an `image` column) once.
+
+    Returns a uint8 tensor (N, 3, H, W). Raises ExplorerError naming images that cannot be read,
+    or whose sizes differ after preprocessing.
+    """
+    raw = images.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
+    arrays, bad = [], []
+    for row, item in enumerate(
+        tqdm(raw["image"], desc="decode images", unit="img", disable=not progress)
+    ):
+        try:
+            with _open(item) as image:
+                arrays.append(np.asarray(preprocessing.resize(image)))
+        except (OSError, ValueError, SyntaxError):
+            bad.append(item.get("path") or f"row {row}")
+    if bad:
+        shown = ", ".join(str(name) for name in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise ExplorerError(f"{len(bad)} image(s) cannot be read: {shown}")
+    if not arrays:
+        raise ExplorerError("the dataset has no images")
+    if len({array.shape for array in arrays}) > 1:
+        raise ExplorerError(
+            "images have different sizes after preprocessing: the model's processor config "
+            "gives no fixed size (set size height/width or a crop)"
+        )
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def _open(item: dict) -> Image.Image:
+    import io
+
+    if item.get("bytes"):
+        image = Image.open(io.BytesIO(item["bytes"]))
+    else:
+        image = Image.open(item["path"])
+    image.load()  # surfaces truncated files here, not later
+    return image
+
+
+def load_config(name_or_path: str | Path, trust_remote_code: bool = False):
+    """The model's transformers config; ExplorerError when there is no such model."""
+    from transformers import AutoConfig
+
+    name = str(name_or_path)
+    looks_local = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+    if looks_local and not (Path(name).expanduser() / "config.json").exists():
+        raise ExplorerError(f"model folder {name} has no config.json: give a saved model folder")
+    try:
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise ExplorerError(
+            f"cannot load model {name!r}: give a Hub id (online) or a folder with config.json "
+            f"({str(error).splitlines()[0][:160]})"
+        ) from None
+
+
+def load_model(
+    name_or_path: str | Path, device: str = "cpu", trust_remote_code: bool = False
+) -> torch.nn.Module:
+    """Load an image backbone, with its classification head when the checkpoint has one.
+
+    Raises ExplorerError when the model cannot be found or loaded.
+    """
+    from transformers import AutoModel, AutoModelForImageClassification
+
+    name = str(name_or_path)
+    config = load_config(name, trust_remote_code)
+    try:
+        has_head = any(
+            arch.endswith("ForImageClassification") for arch in config.architectures or []
+        )
+        loader = AutoModelForImageClassification if has_head else AutoModel
+        model = loader.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise ExplorerError(
+            f"cannot load model {name!r}: give a Hub id (online) or a folder with config.json "
+            f"and weights ({str(error).splitlines()[0][:160]})"
+        ) from error
+    return model.to(device).eval()
+
+
+def resolve_pooling(model_type: str, output, pooling: str = "auto") -> str:
+    """The pooling `auto` stands for, given the backbone's output: `cls` for CLS-token models,
+    else `pooler` where the backbone gives a pooled output (Swin, ConvNeXt, ResNet), else `mean`."""
+    if pooling not in POOLINGS:
+        raise ExplorerError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    if pooling != "auto":
+        return pooling
+    if model_type in CLS_TOKEN_MODELS and output.last_hidden_state.dim() == 3:
+        return "cls"
+    return "pooler" if getattr(output, "pooler_output", None) is not None else "mean"
+
+
+def _pool(output, pooling: str) -> torch.Tensor:
+    hidden = output.last_hidden_state
+    if pooling == "cls":
+        if hidden.dim() != 3:
+            raise ExplorerError("--pooling cls needs a model with tokens; use pooler or mean")
+        return hidden[:, 0]
+    if pooling == "pooler":
+        pooled = getattr(output, "pooler_output", None)
+        if pooled is None:
+            raise ExplorerError("the model has no pooled output; use --pooling cls or mean")
+        return pooled.flatten(1)  # ResNet's is (B, C, 1, 1)
+    # mean over tokens (B, T, D) or over the spatial grid (B, C, H, W)
+    return hidden.mean(dim=1) if hidden.dim() == 3 else hidden.mean(dim=(2, 3))
+
+
+@torch.inference_mode()
+def embed(
+    model: torch.nn.Module,
+    pixels: torch.Tensor,
+    preprocessing: Preprocessing,
+    pooling: str = "auto",
+    batch_size: int = 64,
+    progress: bool = True,
+    desc: str = "embed",
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Embed uint8 pixels (N, 3, H, W) with `model`, pooled as `pooling` (see resolve_pooling).
+
+    Returns (embeddings float32 (N, D), class probabilities float32 (N, C) or None when the
+    model has no classification head, the pooling used).
+    """
+    device = next(model.parameters()).device
+    captured = {}
+    backbone = model.base_model
+    has_head = backbone is not model
+    # One forward pass gives both: the hook keeps the backbone's output on its way to the head.
+    hook = backbone.register_forward_hook(lambda _m, _i, out: captured.__setitem__("out", out))
+    embeddings, probabilities = [], []
+    try:
+        for start in tqdm(
+            range(0, len(pixels), batch_size), desc=desc, unit="batch", disable=not progress
+        ):
+            batch = preprocessing.normalise(pixels[start : start + batch_size].to(device))
+            output = model(pixel_values=batch)
+            pooling = resolve_pooling(model.config.model_type, captured["out"], pooling)
+            embeddings.append(_pool(captured["out"], pooling).float().cpu())
+            if has_head:
+                probabilities.append(output.logits.float().softmax(-1).cpu())
+    finally:
+        hook.remove()
+    result = torch.cat(embeddings).numpy()
+    if not np.isfinite(result).all():
+        raise ExplorerError("the model gave NaN or infinite embeddings")
+    return result, (torch.cat(probabilities).numpy() if has_head else None), pooling
+
+
+def pick_device(device: str = "auto") -> str:
+    """`auto` means CUDA when there is one."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ExplorerError("--device cuda, but torch sees no CUDA device: use --device cpu")
+    return device

@@ -1,0 +1,104 @@
+"""The enriched tables: numpy columns in, typed `datasets.Dataset` out, saved without loss.
+
+`enriched_table` puts the computed columns beside the images (with `nn_image`, the nearest
+neighbour's image, taken from the same table without decoding anything); `timeline_table`
+and `training_log_table` are the per-checkpoint and per-step tables. `save` writes a table to a
+temporary folder and renames it into place, so a killed run never leaves half a table.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+# The order of the default table's columns; names follow the seed article.
+DEFAULT_ORDER = [
+    "image", "label", "label_str", "embedding_foundation", "embedding_ft",
+    "outlier_score_found", "outlier_score_ft", "nn_id", "nn_image", "nn_distance", "nn_flag",
+    "umap_found_x", "umap_found_y", "umap_ft_x", "umap_ft_y",
+    "pca_found_x", "pca_found_y", "pca_ft_x", "pca_ft_y",
+    "pred_label", "pred_prob", "label_quality", "is_label_issue",
+]  # fmt: skip
+
+
+def _feature(name: str, values: np.ndarray, class_label: datasets.ClassLabel | None):
+    if name == "pred_label" and class_label is not None:
+        return class_label
+    if values.ndim == 2:
+        return datasets.List(datasets.Value("float32"), length=values.shape[1])
+    if values.dtype.kind in "US":
+        return datasets.Value("string")
+    if values.dtype == bool:
+        return datasets.Value("bool")
+    if np.issubdtype(values.dtype, np.integer):
+        return datasets.Value("int64")
+    return datasets.Value("float32")
+
+
+def columns_table(
+    columns: dict[str, np.ndarray], class_label: datasets.ClassLabel | None = None
+) -> datasets.Dataset:
+    """A Dataset of numpy columns: 2-D float arrays become fixed-length float32 lists,
+    `pred_label` becomes `class_label`, other floats float32, integers int64, str string."""
+    features = datasets.Features(
+        {name: _feature(name, values, class_label) for name, values in columns.items()}
+    )
+    return datasets.Dataset.from_dict(
+        {name: values for name, values in columns.items()}, features=features
+    )
+
+
+def self_contained(images: datasets.Dataset) -> datasets.Dataset:
+    """Images stored as paths to files (an image folder) get their bytes embedded, so the saved
+    table still opens after the source folder moves."""
+    from datasets.table import embed_table_storage
+
+    first = images.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))[0]
+    if first["image"].get("bytes"):
+        return images
+    return images.with_format("arrow").map(embed_table_storage, batched=True).with_format(None)
+
+
+def enriched_table(
+    images: datasets.Dataset, columns: dict[str, np.ndarray], nn_id: np.ndarray
+) -> datasets.Dataset:
+    """The default table: `images` (image, optional label) beside `columns`, plus `label_str`
+    and `nn_image` (the image in row `nn_id` of each row). Columns in DEFAULT_ORDER first."""
+    images = self_contained(images)
+    class_label = images.features.get("label")
+    parts = [images]
+    if isinstance(class_label, datasets.ClassLabel):
+        names = np.array(class_label.names)
+        parts.append(columns_table({"label_str": names[np.asarray(images["label"])]}))
+    else:
+        class_label = None
+    parts.append(columns_table({**columns, "nn_id": nn_id}, class_label))
+    nn_images = images.select_columns(["image"]).select(nn_id).flatten_indices()
+    parts.append(nn_images.rename_column("image", "nn_image"))
+    table = datasets.concatenate_datasets(parts, axis=1)
+    order = [name for name in DEFAULT_ORDER if name in table.column_names]
+    return table.select_columns(order + [n for n in table.column_names if n not in order])
+
+
+def save(table: datasets.Dataset, path: str | Path) -> Path:
+    """save_to_disk into `path` through a temporary sibling folder and a rename."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    table.save_to_disk(str(partial))
+    replace_folder(partial, path)
+    return path
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put folder `new` at `target`; what was there is replaced by two renames, then deleted."""
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,82 @@
+"""Where each image sits on a 2-D map: PCA, Procrustes alignment between frames, and UMAP.
+
+A PCA re-fitted per checkpoint may flip or rotate its axes from one checkpoint to the next;
+`align` maps each frame onto the previous one with a similarity transform (translation, rotation
+or reflection, uniform scale), the seed's Procrustes fix, so a film shows motion, not flips.
+UMAP reuses the k-NN graph of `explorer.neighbors` instead of searching again.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy.linalg import orthogonal_procrustes
+from sklearn.decomposition import PCA
+
+UMAP_NEIGHBORS = 15
+UMAP_SEED = 0
+
+
+def pca_2d(embeddings: np.ndarray) -> np.ndarray:
+    """(N, D) -> float32 (N, 2): the first two principal components."""
+    if embeddings.shape[1] < 2:
+        return np.hstack([embeddings, np.zeros_like(embeddings)]).astype(np.float32)
+    return PCA(n_components=2, random_state=0).fit_transform(embeddings).astype(np.float32)
+
+
+def align(reference: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Move `points` (N, 2) as close to `reference` (N, 2) as a similarity transform allows.
+
+    Returns the transformed points, float32 (N, 2), in the reference's frame (unlike
+    scipy.spatial.procrustes, which standardises both). A rotated, mirrored, scaled and shifted
+    copy of the reference comes back as the reference.
+    """
+    ref_mean, mean = reference.mean(axis=0), points.mean(axis=0)
+    ref_centred, centred = reference - ref_mean, points - mean
+    norm = float((centred**2).sum())
+    if norm == 0:
+        return np.broadcast_to(ref_mean, points.shape).astype(np.float32)
+    rotation, singular_sum = orthogonal_procrustes(centred, ref_centred)
+    scale = singular_sum / norm
+    return (scale * centred @ rotation + ref_mean).astype(np.float32)
+
+
+def disparity(reference: np.ndarray, points: np.ndarray) -> float:
+    """Sum of squared differences after standardising both: scipy.spatial.procrustes' measure."""
+    from scipy.spatial import procrustes
+
+    return float(procrustes(reference, points)[2])
+
+
+def umap_2d(
+    embeddings: np.ndarray,
+    knn_indices: np.ndarray,
+    knn_distances: np.ndarray,
+    init: np.ndarray | None = None,
+    n_epochs: int | None = None,
+) -> np.ndarray:
+    """UMAP (cosine) of (N, D) embeddings from their k-NN graph, as float32 (N, 2).
+
+    knn_indices/knn_distances: (N, k) including every row itself first at distance 0
+    (`neighbors.with_self`); the first min(k, 15) columns are used. `init` (N, 2) starts the
+    layout from given coordinates (the previous checkpoint's) instead of a spectral layout.
+    Seeded, so the same input gives the same map.
+    """
+    import umap
+
+    n_neighbors = min(UMAP_NEIGHBORS, knn_indices.shape[1])
+    if n_neighbors < 2 or len(embeddings) <= 3:
+        return pca_2d(embeddings)  # too few points for a UMAP graph
+    kwargs = {} if init is None else {"init": init.astype(np.float64)}
+    reducer = umap.UMAP(
+        n_neighbors=n_neighbors,
+        metric="cosine",
+        random_state=UMAP_SEED,
+        n_epochs=n_epochs,
+        precomputed_knn=(knn_indices[:, :n_neighbors], knn_distances[:, :n_neighbors]),
+        **kwargs,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # n_jobs overridden by the seed; no search index kept
+        return reducer.fit_transform(embeddings).astype(np.float32)
