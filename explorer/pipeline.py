@@ -125,45 +125,69 @@ def build(
             raise ExplorerError(f"{images.num_rows} image(s) is too few: give at least 3")
         job.say(f"{images.num_rows} images from {dataset}")
 
-        partial = out.with_name(out.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        if checkpoints is None:
-            default, models = _two_models(
-                job, images, str(foundation), str(finetuned), nn_threshold
-            )
-        else:
-            default, models = _timeline(
-                job, images, checkpoints, nn_threshold, timeline_umap, partial
-            )
-            with job.stage("training log"):
-                enrich.save(
-                    datasets.Dataset.from_dict(runs.read_log(run)), partial / "training_log"
+        with _written_in_place(out) as partial:
+            if checkpoints is None:
+                default, models = _two_models(
+                    job, images, str(foundation), str(finetuned), nn_threshold
                 )
-        with job.stage("write default"):
-            enrich.save(default, partial / "default")
-        record = {
-            "explorer_version": _version(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "dataset": {"source": str(dataset), "split": split, "limit": limit,
-                        "num_rows": images.num_rows, "labels": data.class_names(images)},
-            "models": models,
-            "run": str(run) if run is not None else None,
-            "checkpoints": job.checkpoints,
-            "parameters": {"k": outliers.DEFAULT_K, "knn_neighbors": KNN_K, "neighbors": neighbors,
-                           "annoy_trees": annoy_trees if neighbors == "annoy" else None,
-                           "nn_threshold": nn_threshold, "timeline_umap": timeline_umap,
-                           "batch_size": batch_size, "device": job.device,
-                           "umap_neighbors": projection.UMAP_NEIGHBORS},
-            "alignment": {f"mean_displacement_{name}": float(np.mean(values))
-                      for name, values in job.alignment.items()},
-            "timings": job.timings,
-            "versions": _versions(),
-        }  # fmt: skip
-        (partial / "run.json").write_text(json.dumps(record, indent=2) + "\n")
-        enrich.replace_folder(partial, out)
+            else:
+                default, models = _timeline(
+                    job, images, checkpoints, nn_threshold, timeline_umap, partial
+                )
+                with job.stage("training log"):
+                    enrich.save(
+                        datasets.Dataset.from_dict(runs.read_log(run)), partial / "training_log"
+                    )
+            with job.stage("write default"):
+                enrich.save(default, partial / "default")
+            record = {
+                "explorer_version": _version(),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "dataset": {
+                    "source": str(dataset),
+                    "split": split,
+                    "limit": limit,
+                    "num_rows": images.num_rows,
+                    "labels": data.class_names(images),
+                },
+                "models": models,
+                "run": str(run) if run is not None else None,
+                "checkpoints": job.checkpoints,
+                "parameters": {
+                    "k": outliers.DEFAULT_K,
+                    "knn_neighbors": KNN_K,
+                    "neighbors": neighbors,
+                    "annoy_trees": annoy_trees if neighbors == "annoy" else None,
+                    "nn_threshold": nn_threshold,
+                    "timeline_umap": timeline_umap,
+                    "batch_size": batch_size,
+                    "device": job.device,
+                    "umap_neighbors": projection.UMAP_NEIGHBORS,
+                },
+                "alignment": {
+                    f"mean_displacement_{name}": float(np.mean(values))
+                    for name, values in job.alignment.items()
+                },
+                "timings": job.timings,
+                "versions": _versions(),
+            }
+            (partial / "run.json").write_text(json.dumps(record, indent=2) + "\n")
         job.say(f"wrote {out} in {sum(job.timings.values()):.1f} s")
         return datasets.load_from_disk(str(out / "default"))
+
+
+@contextmanager
+def _written_in_place(out: Path):
+    """Yield `OUT.partial/` to write into; on success it replaces OUT, on failure it goes."""
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    enrich.replace_folder(partial, out)
 
 
 @contextmanager
