@@ -67,6 +67,8 @@ def _build(args: argparse.Namespace) -> None:
         nn_threshold=args.nn_threshold,
         timeline_umap=args.timeline_umap,
         overwrite=args.overwrite,
+        skip_bad_images=args.skip_bad_images,
+        trust_remote_code=args.trust_remote_code,
         progress=not args.quiet,
     )
 
@@ -91,6 +93,7 @@ def _finetune(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
+        trust_remote_code=args.trust_remote_code,
         progress=not args.quiet,
     )
 
@@ -176,6 +179,12 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--nn-threshold", type=float, default=0.3)
     build.add_argument("--timeline-umap", default="aligned", choices=["off", "aligned"])
     build.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    build.add_argument(
+        "--skip-bad-images", action="store_true", help="drop unreadable images (named in run.json)"
+    )
+    build.add_argument(
+        "--trust-remote-code", action="store_true", help="run model code from the Hub (off)"
+    )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(handler=_build)
 
@@ -194,6 +203,9 @@ def make_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--batch-size", type=int, default=32)
     finetune.add_argument("--seed", type=int, default=0)
     finetune.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    finetune.add_argument(
+        "--trust-remote-code", action="store_true", help="run model code from the Hub (off)"
+    )
     finetune.add_argument("--quiet", action="store_true")
     finetune.set_defaults(handler=_finetune)
 

@@ -123,7 +123,8 @@ class Preprocessing:
             # transformers' rule: short side to size, long side scaled and floored
             short, long = sorted(image.size)
             long = int(self.shortest_edge * long / short)
-            size = (self.shortest_edge, long) if image.width <= image.height else (long, self.shortest_edge)
+            edge = self.shortest_edge
+            size = (edge, long) if image.width <= image.height else (long, edge)
             image = image.resize(size, resample=self.resample)
         if self.crop:
             left = (image.width - self.crop) // 2
@@ -138,35 +139,57 @@ class Preprocessing:
         return (pixels.float() * self.rescale - mean) / std
 
 
+class UnreadableImages(ExplorerError):
+    """Some images cannot be decoded; `rows` says which (names them in the message)."""
+
+    def __init__(self, rows: list[int], names: list[str]) -> None:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        super().__init__(
+            f"{len(names)} image(s) cannot be read: {shown}; "
+            "fix or remove them, or pass --skip-bad-images"
+        )
+        self.rows, self.names = rows, names
+
+
 def prepare_pixels(
     images: datasets.Dataset, preprocessing: Preprocessing, progress: bool = True
 ) -> torch.Tensor:
     """Decode and resize every image of `images` (a Dataset with an `image` column) once.
 
-    Returns a uint8 tensor (N, 3, H, W). Raises ExplorerError naming images that cannot be read,
-    or whose sizes differ after preprocessing.
+    Returns a uint8 tensor (N, 3, H, W). Raises UnreadableImages naming images that cannot be
+    read, ExplorerError when sizes differ after preprocessing.
     """
     raw = images.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
-    arrays, bad = [], []
-    for row, item in enumerate(
-        tqdm(raw["image"], desc="decode images", unit="img", disable=not progress)
-    ):
-        try:
-            with _open(item) as image:
-                arrays.append(np.asarray(preprocessing.resize(image)))
-        except (OSError, ValueError, SyntaxError):
-            bad.append(item.get("path") or f"row {row}")
-    if bad:
-        shown = ", ".join(str(name) for name in bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise ExplorerError(f"{len(bad)} image(s) cannot be read: {shown}")
-    if not arrays:
+    pixels: torch.Tensor | None = None
+    bad_rows, bad_names = [], []
+    bar = tqdm(total=len(raw), desc="decode images", unit="img", disable=not progress)
+    row = 0
+    for batch in raw.iter(batch_size=1024):  # bytes of one batch at a time, not all of them
+        for item in batch["image"]:
+            try:
+                with _open(item) as image:
+                    array = torch.from_numpy(np.asarray(preprocessing.resize(image)))
+            except (OSError, ValueError, SyntaxError):
+                bad_rows.append(row)
+                bad_names.append(str(item.get("path") or f"row {row}"))
+                array = None
+            if array is not None:
+                if pixels is None:
+                    pixels = torch.empty((len(raw), *array.shape), dtype=torch.uint8)
+                if array.shape != pixels.shape[1:]:
+                    raise ExplorerError(
+                        "images have different sizes after preprocessing: the model's processor "
+                        "config gives no fixed size (set size height/width or a crop)"
+                    )
+                pixels[row] = array
+            row += 1
+        bar.update(len(batch["image"]))
+    bar.close()
+    if bad_rows:
+        raise UnreadableImages(bad_rows, bad_names)
+    if pixels is None:
         raise ExplorerError("the dataset has no images")
-    if len({array.shape for array in arrays}) > 1:
-        raise ExplorerError(
-            "images have different sizes after preprocessing: the model's processor config "
-            "gives no fixed size (set size height/width or a crop)"
-        )
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return pixels.permute(0, 3, 1, 2).contiguous()
 
 
 def _open(item: dict) -> Image.Image:

@@ -94,6 +94,14 @@ def save(table: datasets.Dataset, path: str | Path) -> Path:
     return path
 
 
+def restore_interrupted(target: Path) -> None:
+    """A run killed between the two renames of `replace_folder` left `target` only as
+    `target.old`: put it back."""
+    old = target.with_name(target.name + ".old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)
+
+
 def replace_folder(new: Path, target: Path) -> None:
     """Put folder `new` at `target`; what was there is replaced by two renames, then deleted."""
     old = target.with_name(target.name + ".old")

@@ -68,6 +68,7 @@ def build(
     nn_threshold: float = 0.3,
     timeline_umap: str = "aligned",
     overwrite: bool = False,
+    skip_bad_images: bool = False,
     trust_remote_code: bool = False,
     progress: bool = True,
 ) -> datasets.Dataset:
@@ -80,6 +81,8 @@ def build(
     fine-tuned. preset: the seed article's dataset and models. neighbors: `exact` (blocked
     exact cosine k-NN) or `annoy` (the seed's). nn_threshold: `nn_flag = nn_distance < it`.
     timeline_umap: `aligned` (each checkpoint's UMAP starts from the previous one) or `off`.
+    An existing `out` is replaced with `overwrite`, or when it was built by the same request (a
+    resumed run). skip_bad_images: drop unreadable images (listed in run.json) instead of failing.
     """
     if preset is not None:
         if preset not in PRESETS:
@@ -103,8 +106,16 @@ def build(
             f"--pooling must be one of {', '.join(embed.POOLINGS)}, not {pooling!r}"
         )
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ExplorerError(f"{out} already exists: pass --overwrite to replace it")
+    request = {
+        "dataset": str(dataset), "split": split, "limit": limit, "image_column": image_column,
+        "label_column": label_column, "foundation": _text(foundation),
+        "finetuned": _text(finetuned), "run": _text(run), "pooling": pooling,
+        "neighbors": neighbors, "annoy_trees": annoy_trees, "nn_threshold": nn_threshold,
+        "timeline_umap": timeline_umap, "skip_bad_images": skip_bad_images,
+    }  # fmt: skip
+    enrich.restore_interrupted(out)
+    if not overwrite:
+        _refuse_other_output(out, request)
     checkpoints = runs.list_checkpoints(run) if run is not None else None
     for model in [foundation, finetuned] if run is None else []:
         embed.load_config(model, trust_remote_code)  # a missing model fails before any work
@@ -121,6 +132,8 @@ def build(
         )
         with job.stage("load data"):
             images = data.load(dataset, split, limit, image_column, label_column, data_dir)
+        first_model = foundation if checkpoints is None else checkpoints[0].path
+        images, skipped = _readable(job, images, str(first_model), skip_bad_images)
         if images.num_rows < 3:
             raise ExplorerError(f"{images.num_rows} image(s) is too few: give at least 3")
         job.say(f"{images.num_rows} images from {dataset}")
@@ -142,6 +155,7 @@ def build(
                 enrich.save(default, partial / "default")
             record = {
                 "explorer_version": _version(),
+                "request": request,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "dataset": {
                     "source": str(dataset),
@@ -150,6 +164,7 @@ def build(
                     "num_rows": images.num_rows,
                     "labels": data.class_names(images),
                 },
+                "skipped_images": skipped,
                 "models": models,
                 "run": str(run) if run is not None else None,
                 "checkpoints": job.checkpoints,
@@ -174,6 +189,45 @@ def build(
             (partial / "run.json").write_text(json.dumps(record, indent=2) + "\n")
         job.say(f"wrote {out} in {sum(job.timings.values()):.1f} s")
         return datasets.load_from_disk(str(out / "default"))
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _refuse_other_output(out: Path, request: dict) -> None:
+    """An OUT that exists is only rebuilt without --overwrite when the same request made it."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    record = out / "run.json"
+    previous = json.loads(record.read_text()).get("request") if record.exists() else None
+    if previous is None:
+        raise ExplorerError(f"{out} already exists: pass --overwrite to replace it")
+    changed = sorted(key for key in request if previous.get(key) != request[key])
+    if changed:
+        raise ExplorerError(
+            f"{out} holds another build (its {', '.join(changed)} differ): "
+            "pass --overwrite to replace it, or pick another --out"
+        )
+
+
+def _readable(
+    job: _Job, images: datasets.Dataset, model_path: str, skip_bad_images: bool
+) -> tuple[datasets.Dataset, list[str]]:
+    """Decode every image once for the first model (the pixels are kept for embedding); with
+    `skip_bad_images`, drop those that cannot be read and return their names."""
+    prep = embed.Preprocessing.from_model(model_path)
+    try:
+        job.pixels(images, prep)
+        return images, []
+    except embed.UnreadableImages as error:
+        if not skip_bad_images:
+            raise
+        job.say(f"skipping {len(error.rows)} unreadable image(s): {', '.join(error.names[:5])}")
+        bad = set(error.rows)
+        images = images.select([row for row in range(images.num_rows) if row not in bad])
+        job.pixels(images, prep)
+        return images, error.names
 
 
 @contextmanager

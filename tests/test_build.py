@@ -137,11 +137,12 @@ def test_cli_build_and_bad_input(tiny_models, tmp_path, capsys):
             "--quiet"]  # fmt: skip
     assert main(argv) == 0
     assert datasets.load_from_disk(str(out / "default")).num_rows == 40
-    # an existing OUT is refused without --overwrite, and left as it was
+    # an existing OUT from another request is refused without --overwrite, and left as it was
     before = (out / "run.json").read_text()
-    assert main(argv) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv[:-2], "30", "--quiet"]) == 2
+    assert "(its limit differ): pass --overwrite" in capsys.readouterr().err
     assert (out / "run.json").read_text() == before
+    assert main(argv) == 0  # the same request again resumes (here: rebuilds) in place
 
     models = ["--foundation", str(tiny_models["foundation"]),
               "--finetuned", str(tiny_models["finetuned"])]  # fmt: skip
