@@ -168,7 +168,7 @@ def prepare_pixels(
         for item in batch["image"]:
             try:
                 with _open(item) as image:
-                    array = torch.from_numpy(np.asarray(preprocessing.resize(image)))
+                    array = torch.from_numpy(np.array(preprocessing.resize(image)))
             except (OSError, ValueError, SyntaxError):
                 bad_rows.append(row)
                 bad_names.append(str(item.get("path") or f"row {row}"))
