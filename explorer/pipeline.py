@@ -147,10 +147,10 @@ def build(
                 default, models = _timeline(
                     job, images, checkpoints, nn_threshold, timeline_umap, partial
                 )
-                with job.stage("training log"):
-                    enrich.save(
-                        datasets.Dataset.from_dict(runs.read_log(run)), partial / "training_log"
-                    )
+                log = runs.read_log(run)
+                if log["step"]:  # datasets cannot load back an empty table: none is no log
+                    with job.stage("training log"):
+                        enrich.save(datasets.Dataset.from_dict(log), partial / "training_log")
             with job.stage("write default"):
                 enrich.save(default, partial / "default")
             record = {

@@ -26,7 +26,7 @@ def pca_2d(embeddings: np.ndarray) -> np.ndarray:
 
 
 def align(reference: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Move `points` (N, 2) as close to `reference` (N, 2) as a similarity transform allows.
+    """Rotate (or mirror) and shift `points` (N, 2) onto `reference` (N, 2), scaled to its spread.
 
     Returns the transformed points, float32 (N, 2), in the reference's frame (unlike
     scipy.spatial.procrustes, which standardises both). A rotated, mirrored, scaled and shifted
@@ -37,8 +37,10 @@ def align(reference: np.ndarray, points: np.ndarray) -> np.ndarray:
     norm = float((centred**2).sum())
     if norm == 0:
         return np.broadcast_to(ref_mean, points.shape).astype(np.float32)
-    rotation, singular_sum = orthogonal_procrustes(centred, ref_centred)
-    scale = singular_sum / norm
+    rotation, _ = orthogonal_procrustes(centred, ref_centred)
+    # Keep the reference's spread: the least-squares scale shrinks a frame that matches its
+    # predecessor poorly (early checkpoints), and over a film the map would shrink to a dot.
+    scale = np.sqrt(float((ref_centred**2).sum()) / norm)
     return (scale * centred @ rotation + ref_mean).astype(np.float32)
 
 
