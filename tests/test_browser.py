@@ -1,0 +1,232 @@
+"""The layouts in a real browser: headless Chromium (Debian's chromium + chromium-driver)
+loads Spotlight's page and every widget of the layout must be on it.
+
+What the page is checked by (Spotlight 1.8 lays widgets out with flexlayout-react):
+- every widget is a tab whose button (`.flexlayout__tab_button_content`) shows its name;
+  a tab set shows its first widget, the others' buttons are there but not their content;
+- a shown table has `[data-test-tag=datagrid]` with the row count, a scatterplot draws its
+  axis captions (`text.caption`), a histogram names its column, an inspector waits with
+  "No Data Selected" and, once a row is clicked, shows the images of that row;
+- Spotlight's similarity maps ask the server to reduce over the websocket (a "task"
+  message, seen in Chromium's performance log): none may be sent while loading, and
+  clicking a similarity map's tab must send one (so the check can fail).
+Screenshots go to tests/artifacts/ (gitignored). No skip: CI installs Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+from synthetic import write_synthetic_out
+
+from explorer import spotlight as sp
+
+os.environ["SPOTLIGHT_OPT_OUT"] = "true"  # read by the server process when it starts
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+N_IMAGES = 40
+IMAGE_SIZE = 16  # what tests/synthetic.py draws
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory):
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
+    if missing:
+        pytest.fail(
+            f"{' and '.join(missing)} missing: apt-get install chromium chromium-driver",
+            pytrace=False,
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1600,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(flag)
+    # The performance log carries the websocket frames the page sends.
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(TIMEOUT)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def outs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return {
+        "run": write_synthetic_out(tmp_path_factory.mktemp("out"), N_IMAGES),
+        "nolabel": write_synthetic_out(
+            tmp_path_factory.mktemp("nolabel"), N_IMAGES, steps=(), labels=False
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def viewer(outs: dict[str, Path]):
+    viewer = sp.show(outs["run"])
+    yield viewer
+    viewer.close()
+
+
+def tabsets(layout: dict) -> list[list[dict]]:
+    """The widgets of each tab set of a layout (as JSON), in order."""
+    found = []
+
+    def walk(node: dict) -> None:
+        if node.get("kind") == "tab":
+            found.append(node["children"])
+        for child in node.get("children", []):
+            if child.get("kind") != "widget":
+                walk(child)
+
+    walk(layout)
+    return found
+
+
+def sent_tasks(driver: webdriver.Chrome) -> list[dict]:
+    """The reduction tasks the page sent over the websocket since the last call."""
+    tasks = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.webSocketFrameSent":
+            payload = json.loads(message["params"]["response"]["payloadData"])
+            if payload.get("type") == "task":
+                tasks.append(payload["data"])
+    return tasks
+
+
+def panel(driver: webdriver.Chrome, name: str):
+    """The content of the widget whose tab is called `name` (path .../tbN -> .../tN)."""
+    buttons = [
+        title.find_element(By.XPATH, "..")
+        for title in driver.find_elements(By.CSS_SELECTOR, ".flexlayout__tab_button_content")
+        if title.text == name
+    ]
+    assert len(buttons) == 1, f"{len(buttons)} tabs called {name!r}"
+    path = buttons[0].get_attribute("data-layout-path")
+    head, _, last = path.rpartition("/")
+    return driver.find_element(By.CSS_SELECTOR, f'[data-layout-path="{head}/t{last[2:]}"]')
+
+
+def wait_for(driver: webdriver.Chrome, condition, what: str):
+    try:
+        return WebDriverWait(driver, TIMEOUT, poll_frequency=0.25).until(lambda _: condition())
+    except TimeoutException:
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "timeout.png"))
+        raise AssertionError(
+            f"page never showed {what} (see tests/artifacts/timeout.png)"
+        ) from None
+
+
+def tab_titles(driver: webdriver.Chrome) -> list[str]:
+    elements = driver.find_elements(By.CSS_SELECTOR, ".flexlayout__tab_button_content")
+    return [element.text for element in elements]
+
+
+def check_shown_widget(driver: webdriver.Chrome, widget: dict, n_rows: int) -> None:
+    """The content a shown widget must draw."""
+    content = panel(driver, widget["name"])
+    kind, config = widget["type"], widget["config"]
+    if kind == "table":
+        counts = content.find_elements(By.CSS_SELECTOR, '[data-test-tag="datagrid-all-count"]')
+        assert [count.text for count in counts] == [str(n_rows)]
+        assert content.find_elements(By.CSS_SELECTOR, "[data-rowindex='0']")
+    elif kind == "scatterplot":
+        captions = {c.text for c in content.find_elements(By.CSS_SELECTOR, "text.caption")}
+        assert {config["xAxisColumn"], config["yAxisColumn"]} <= captions, captions
+    elif kind == "histogram":
+        assert config["columnKey"] in content.text
+    elif kind == "inspector":
+        assert "No Data Selected" in content.text
+    else:
+        raise AssertionError(f"no check for a shown {kind}")
+
+
+CASES = {
+    # case: (OUT, layout name or None for the fitting one, rows)
+    "pre_post_ft": ("run", "pre_post_ft", N_IMAGES),
+    "checkpoint_review": ("run", "checkpoint_review", N_IMAGES),
+    "outlier_review": ("run", "outlier_review", N_IMAGES),
+    "nolabel_default": ("nolabel", None, N_IMAGES),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_layout_in_browser(driver, viewer, outs: dict[str, Path], case: str) -> None:
+    out, layout, n_rows = CASES[case]
+    sp.show(outs[out], layout=layout, port=viewer.port)
+    with urllib.request.urlopen(f"{viewer.url}api/layout/", timeout=30) as response:
+        served = json.load(response)
+    sets = tabsets(served)
+    expected = [widget["name"] for tabset in sets for widget in tabset]
+
+    driver.get("about:blank")
+    driver.get_log("performance")  # forget what earlier pages sent
+    driver.get(viewer.url)
+    wait_for(driver, lambda: sorted(tab_titles(driver)) == sorted(expected), "every widget's tab")
+    wait_for(
+        driver,
+        lambda: len(driver.find_elements(By.CSS_SELECTOR, "[data-rowindex='0']")) > 0,
+        "table rows",
+    )
+    assert sorted(tab_titles(driver)) == sorted(expected)
+    for tabset in sets:
+        check_shown_widget(driver, tabset[0], n_rows)
+        for hidden in tabset[1:]:
+            assert not panel(driver, hidden["name"]).is_displayed()
+    assert sent_tasks(driver) == [], "the first view must not ask the server to reduce"
+
+    # Click the first row of the first table: both inspectors show that row's images,
+    # the image and its nearest neighbour side by side.
+    first_table = panel(driver, next(w["name"] for s in sets for w in s if w["type"] == "table"))
+    first_table.find_element(By.CSS_SELECTOR, "[data-rowindex='0'][data-columnindex='0']").click()
+    images = {}
+    for name in ("Inspector", "Nearest neighbour"):
+        content = panel(driver, name)
+        images[name] = wait_for(
+            driver,
+            lambda content=content: [
+                image
+                for image in content.find_elements(By.TAG_NAME, "img")
+                if driver.execute_script("return arguments[0].naturalWidth", image) > 0
+            ],
+            f"an image in {name}",
+        )[0]
+        width = driver.execute_script("return arguments[0].naturalWidth", images[name])
+        assert width == IMAGE_SIZE
+    left, right = images["Inspector"].rect, images["Nearest neighbour"].rect
+    assert abs(left["y"] - right["y"]) < 2 and right["x"] >= left["x"] + left["width"]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(ARTIFACTS / f"spotlight_{case}.png"))
+
+    if case == "checkpoint_review":
+        # The similarity map behind a map computes once its tab is clicked (PCA: instant).
+        hidden = next(w for s in sets for w in s[1:] if w["type"] == "similaritymap")
+        for button in driver.find_elements(By.CSS_SELECTOR, ".flexlayout__tab_button_content"):
+            if button.text == hidden["name"]:
+                button.click()
+        tasks = wait_for(driver, lambda: sent_tasks(driver), "a reduction task")
+        assert tasks[0]["task"] == "pca"
+        assert tasks[0]["args"]["column_names"] == hidden["config"]["placeBy"]
