@@ -44,7 +44,14 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="folder of fashion-mnist's IDX files")
 
 
-def _build(args: argparse.Namespace) -> None:
+def _build(args: argparse.Namespace) -> int | None:
+    import os
+
+    if args.processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        from explorer.distributed import launch
+
+        argv = _without_option(args.argv, "--processes")
+        return launch(argv, args.processes, debug=args.debug)
     from explorer.pipeline import build
 
     build(
@@ -61,6 +68,7 @@ def _build(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         batch_size=args.batch_size,
         device=args.device,
+        dtype=args.dtype,
         pooling=args.pooling,
         neighbors=args.neighbors,
         annoy_trees=args.annoy_trees,
@@ -71,6 +79,19 @@ def _build(args: argparse.Namespace) -> None:
         trust_remote_code=args.trust_remote_code,
         progress=not args.quiet,
     )
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """argv less `option VALUE` (or `option=VALUE`)."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == option:
+            skip = True
+        elif not item.startswith(option + "="):
+            kept.append(item)
+    return kept
 
 
 def _finetune(args: argparse.Namespace) -> None:
@@ -173,6 +194,18 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, required=True, help="output folder")
     build.add_argument("--batch-size", type=int, default=64)
     build.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    build.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="autocast the models to this type on a GPU",
+    )
+    build.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="share the embedding over N processes (GPUs) through Accelerate",
+    )
     build.add_argument("--pooling", default="auto", choices=["auto", "cls", "mean", "pooler"])
     build.add_argument("--neighbors", default="exact", choices=["exact", "annoy"])
     build.add_argument("--annoy-trees", type=int, default=100)
@@ -250,9 +283,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = make_parser().parse_args(argv)
+    args.argv = argv
     try:
-        args.handler(args)
+        code = args.handler(args)
     except ExplorerError as error:
         if args.debug:
             raise
@@ -261,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("explorer: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

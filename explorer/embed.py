@@ -14,6 +14,7 @@ Three steps, each reusable on its own:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from dataclasses import asdict, dataclass
@@ -42,6 +43,7 @@ CLS_TOKEN_MODELS = {
     "siglip_vision_model",
 }
 POOLINGS = ("auto", "cls", "mean", "pooler")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -281,35 +283,49 @@ def embed(
     batch_size: int = 64,
     progress: bool = True,
     desc: str = "embed",
+    dtype: str = "float32",
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Embed uint8 pixels (N, 3, H, W) with `model`, pooled as `pooling` (see resolve_pooling).
 
     Returns (embeddings float32 (N, D), class probabilities float32 (N, C) or None when the
-    model has no classification head, the pooling used).
+    model has no classification head, the pooling used). dtype `bfloat16` or `float16` runs
+    the model under autocast on a GPU; on the CPU it is ignored (float32).
     """
+    if dtype not in DTYPES:
+        raise ExplorerError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     device = next(model.parameters()).device
     captured = {}
     backbone = model.base_model
     has_head = backbone is not model
     # One forward pass gives both: the hook keeps the backbone's output on its way to the head.
     hook = backbone.register_forward_hook(lambda _m, _i, out: captured.__setitem__("out", out))
+    on_gpu = device.type == "cuda"
+    autocast = (
+        torch.autocast("cuda", dtype=DTYPES[dtype])
+        if on_gpu and dtype != "float32"
+        else contextlib.nullcontext()
+    )
+    if on_gpu:
+        pixels = pixels.pin_memory()  # lets the next batch's copy overlap this batch's compute
     embeddings, probabilities = [], []
     try:
         for start in tqdm(
             range(0, len(pixels), batch_size), desc=desc, unit="batch", disable=not progress
         ):
-            batch = preprocessing.normalise(pixels[start : start + batch_size].to(device))
-            output = model(pixel_values=batch)
+            batch = pixels[start : start + batch_size].to(device, non_blocking=True)
+            with autocast:
+                output = model(pixel_values=preprocessing.normalise(batch))
             pooling = resolve_pooling(model.config.model_type, captured["out"], pooling)
-            embeddings.append(_pool(captured["out"], pooling).float().cpu())
+            # results stay on the device until the end: a .cpu() per batch would stall the queue
+            embeddings.append(_pool(captured["out"], pooling).float())
             if has_head:
-                probabilities.append(output.logits.float().softmax(-1).cpu())
+                probabilities.append(output.logits.float().softmax(-1))
     finally:
         hook.remove()
-    result = torch.cat(embeddings).numpy()
+    result = torch.cat(embeddings).cpu().numpy()
     if not np.isfinite(result).all():
         raise ExplorerError("the model gave NaN or infinite embeddings")
-    return result, (torch.cat(probabilities).numpy() if has_head else None), pooling
+    return result, (torch.cat(probabilities).cpu().numpy() if has_head else None), pooling
 
 
 def pick_device(device: str = "auto") -> str:

@@ -30,7 +30,7 @@ import datasets
 import numpy as np
 import torch
 
-from explorer import data, embed, enrich, neighbors, outliers, projection, runs
+from explorer import data, distributed, embed, enrich, neighbors, outliers, projection, runs
 from explorer.errors import ExplorerError
 
 # The seed article's datasets and models (need the Hub).
@@ -62,6 +62,7 @@ def build(
     data_dir: str | Path | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    dtype: str = "float32",
     pooling: str = "auto",
     neighbors: str = "exact",
     annoy_trees: int = 100,
@@ -83,6 +84,9 @@ def build(
     timeline_umap: `aligned` (each checkpoint's UMAP starts from the previous one) or `off`.
     An existing `out` is replaced with `overwrite`, or when it was built by the same request (a
     resumed run). skip_bad_images: drop unreadable images (listed in run.json) instead of failing.
+    dtype: `bfloat16` or `float16` embed under autocast on a GPU (float32 on the CPU).
+    Under `accelerate launch` every process embeds its share of the checkpoints (or models) and
+    only the main process writes OUT and returns the table; the others return None.
     """
     if preset is not None:
         if preset not in PRESETS:
@@ -113,7 +117,9 @@ def build(
         "neighbors": neighbors, "annoy_trees": annoy_trees, "nn_threshold": nn_threshold,
         "timeline_umap": timeline_umap, "skip_bad_images": skip_bad_images,
     }  # fmt: skip
-    enrich.restore_interrupted(out)
+    rank, processes = distributed.world()
+    if rank == 0:
+        enrich.restore_interrupted(out)
     if not overwrite:
         _refuse_other_output(out, request)
     checkpoints = runs.list_checkpoints(run) if run is not None else None
@@ -124,11 +130,12 @@ def build(
         job = _Job(
             device=embed.pick_device(device),
             batch_size=batch_size,
+            dtype=dtype,
             pooling=pooling,
             neighbors=neighbors,
             annoy_trees=annoy_trees,
             trust_remote_code=trust_remote_code,
-            progress=progress,
+            progress=progress and rank == 0,
         )
         with job.stage("load data"):
             images = data.load(dataset, split, limit, image_column, label_column, data_dir)
@@ -137,6 +144,11 @@ def build(
         if images.num_rows < 3:
             raise ExplorerError(f"{images.num_rows} image(s) is too few: give at least 3")
         job.say(f"{images.num_rows} images from {dataset}")
+        if processes > 1:
+            models = [foundation, finetuned] if checkpoints is None else checkpoints
+            _embed_share(job, images, models, rank, processes)
+            if rank != 0:
+                return None
 
         with _written_in_place(out) as partial:
             if checkpoints is None:
@@ -266,6 +278,7 @@ class _Job:
 
     device: str
     batch_size: int
+    dtype: str
     pooling: str
     neighbors: str
     annoy_trees: int
@@ -277,6 +290,7 @@ class _Job:
         self.checkpoints: list[dict] = []
         self.alignment: dict[str, float] = {}
         self._pixels: dict[str, tuple[torch.Tensor, str]] = {}
+        self.embedded: dict[str, tuple] = {}  # by model path: what other processes embedded
 
     def say(self, message: str) -> None:
         if self.progress:
@@ -306,12 +320,15 @@ class _Job:
         With `cache` (a checkpoint folder) the result is read from, or written to, a safetensors
         file keyed by the pixels, the preprocessing, the pooling and the weights.
         """
+        if model_path in self.embedded:
+            return self.embedded[model_path]
         prep = embed.Preprocessing.from_model(model_path)
         pixels, pixels_hash = self.pixels(images, prep)
         cache_file = None
         if cache is not None:
+            dtype = self.dtype if self.device != "cpu" else "float32"
             key = hashlib.sha256(
-                f"{pixels_hash}|{self.pooling}|{_weights_signature(cache)}".encode()
+                f"{pixels_hash}|{self.pooling}|{dtype}|{_weights_signature(cache)}".encode()
             ).hexdigest()[:20]
             cache_file = cache / CACHE_FOLDER / f"embeddings-{key}.safetensors"
             if cache_file.exists():
@@ -321,7 +338,7 @@ class _Job:
             try:
                 vectors, probabilities, pooling = embed.embed(
                     model, pixels, prep, self.pooling, self.batch_size, self.progress,
-                    desc=f"embed {Path(model_path).name}",
+                    desc=f"embed {Path(model_path).name}", dtype=self.dtype,
                 )  # fmt: skip
             except ExplorerError as error:
                 raise ExplorerError(f"{model_path}: {error}") from None
@@ -375,6 +392,21 @@ class _Job:
                     n_epochs=None if umap_init is None else 100,
                 )  # fmt: skip
         return result
+
+
+def _embed_share(
+    job: _Job, images: datasets.Dataset, models: list, rank: int, processes: int
+) -> None:
+    """This process's share of the embedding: checkpoints go to their caches; the two models'
+    embeddings are gathered on every process. Returns when all processes are done."""
+    mine = models[rank::processes]
+    if isinstance(models[0], runs.Checkpoint):
+        for checkpoint in mine:
+            job.embed(str(checkpoint.path), images, checkpoint.path)
+    else:
+        done = [(str(model), job.embed(str(model), images)) for model in mine]
+        job.embedded.update(dict(distributed.gather(done)))
+    distributed.wait_for_everyone()
 
 
 def _two_models(
