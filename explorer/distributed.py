@@ -36,6 +36,13 @@ def world() -> tuple[int, int]:
     return state.process_index, state.num_processes
 
 
+def local_device(device: str) -> str:
+    """`cuda` means this process's own GPU under a launch (cuda:LOCAL_RANK)."""
+    if device == "cuda" and world()[1] > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
 def wait_for_everyone() -> None:
     if world()[1] > 1:
         _state().wait_for_everyone()

@@ -128,7 +128,7 @@ def build(
 
     with _library_progress_bars_off():
         job = _Job(
-            device=embed.pick_device(device),
+            device=distributed.local_device(embed.pick_device(device)),
             batch_size=batch_size,
             dtype=dtype,
             pooling=pooling,
@@ -326,7 +326,7 @@ class _Job:
         pixels, pixels_hash = self.pixels(images, prep)
         cache_file = None
         if cache is not None:
-            dtype = self.dtype if self.device != "cpu" else "float32"
+            dtype = self.dtype if self.device.startswith("cuda") else "float32"
             key = hashlib.sha256(
                 f"{pixels_hash}|{self.pooling}|{dtype}|{_weights_signature(cache)}".encode()
             ).hexdigest()[:20]
