@@ -2,7 +2,7 @@
 
 The library calls (each also a command of the `explorer` console script):
 
-- `explorer.build(...)`    dataset + two models, or a run of checkpoints -> enriched `datasets.Dataset`
+- `explorer.build(...)`    dataset + two models, or a run of checkpoints -> enriched Dataset
 - `explorer.finetune(...)` fine-tune with frequent checkpoints and a loss log
 - `explorer.show(...)`     open an enriched dataset in Renumics Spotlight
 - `explorer.animate(...)`  the film of the embeddings during fine-tuning (GIF/MP4)

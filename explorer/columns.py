@@ -24,8 +24,8 @@ DEFAULT = {
     "umap_ft_y": "UMAP of the fine-tuned embeddings, y.",
     "pca_found_x": "PCA of the foundation embeddings, x.",
     "pca_found_y": "PCA of the foundation embeddings, y.",
-    "pca_ft_x": "PCA of the fine-tuned embeddings (aligned onto the foundation's by Procrustes), x.",
-    "pca_ft_y": "PCA of the fine-tuned embeddings (aligned onto the foundation's by Procrustes), y.",
+    "pca_ft_x": "PCA of the fine-tuned embeddings, aligned onto the foundation's, x.",
+    "pca_ft_y": "PCA of the fine-tuned embeddings, aligned onto the foundation's, y.",
     "pred_label": "Class predicted by the fine-tuned model's head.",
     "pred_prob": "Probability of the predicted class.",
     "label_quality": "cleanlab label quality score of the given label from the predicted "

@@ -133,9 +133,8 @@ def write_synthetic_out(
         }
         if labels:
             timeline_features["pred_label"] = datasets.ClassLabel(names=CLASS_NAMES)
-        datasets.Dataset.from_list(rows, features=datasets.Features(timeline_features)).save_to_disk(
-            out / "timeline"
-        )
+        timeline = datasets.Dataset.from_list(rows, features=datasets.Features(timeline_features))
+        timeline.save_to_disk(out / "timeline")
         log_steps = np.arange(1, max(steps) + 1)
         log = {
             "step": log_steps,

@@ -25,8 +25,10 @@ def make_run(folder, steps=STEPS, hidden_size=None):
     if hidden_size:  # a last checkpoint of another architecture
         import transformers as tf
 
-        config = tf.ViTConfig(hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2,
-                              intermediate_size=32, image_size=32, patch_size=8, num_labels=10)  # fmt: skip
+        config = tf.ViTConfig(
+            hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=32, image_size=32, patch_size=8, num_labels=10,
+        )  # fmt: skip
         target = folder / f"checkpoint-{steps[-1] + 5}"
         tf.ViTForImageClassification(config).save_pretrained(target)
         shutil.copy(folder / "checkpoint-0" / "preprocessor_config.json", target)
