@@ -28,6 +28,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from synthetic import write_synthetic_out
+from test_spotlight import tabsets
 
 from explorer import spotlight as sp
 
@@ -86,21 +87,6 @@ def viewer(outs: dict[str, Path]):
     viewer = sp.show(outs["run"])
     yield viewer
     viewer.close()
-
-
-def tabsets(layout: dict) -> list[list[dict]]:
-    """The widgets of each tab set of a layout (as JSON), in order."""
-    found = []
-
-    def walk(node: dict) -> None:
-        if node.get("kind") == "tab":
-            found.append(node["children"])
-        for child in node.get("children", []):
-            if child.get("kind") != "widget":
-                walk(child)
-
-    walk(layout)
-    return found
 
 
 def sent_tasks(driver: webdriver.Chrome) -> list[dict]:
