@@ -11,18 +11,33 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 from scipy.linalg import orthogonal_procrustes
-from sklearn.decomposition import PCA
 
 UMAP_NEIGHBORS = 15
 UMAP_SEED = 0
 
 
 def pca_2d(embeddings: np.ndarray) -> np.ndarray:
-    """(N, D) -> float32 (N, 2): the first two principal components."""
+    """(N, D) -> float32 (N, 2): the first two principal components (signs as scikit-learn's
+    PCA sets them: each component's largest loading positive).
+
+    Computed from the D x D covariance (torch), solved on one thread: between torch's
+    embedding runs, multi-threaded OpenBLAS and LAPACK calls contend with torch's OpenMP threads
+    (a scikit-learn PCA of 450 points took 0.7 s instead of 10 ms, a 768 x 768 eigh 12 s).
+    """
     if embeddings.shape[1] < 2:
         return np.hstack([embeddings, np.zeros_like(embeddings)]).astype(np.float32)
-    return PCA(n_components=2, random_state=0).fit_transform(embeddings).astype(np.float32)
+    from threadpoolctl import threadpool_limits
+
+    x = torch.as_tensor(embeddings, dtype=torch.float32)
+    x = x - x.mean(dim=0)
+    covariance = (x.T @ x).double().numpy()
+    with threadpool_limits(1, user_api="blas"):  # a small D x D problem: threads only contend
+        _, vectors = np.linalg.eigh(covariance)
+    top = vectors[:, [-1, -2]]  # eigh sorts ascending
+    top = top * np.sign(top[np.abs(top).argmax(axis=0), [0, 1]])
+    return (x.double() @ torch.from_numpy(top)).float().numpy()
 
 
 def align(reference: np.ndarray, points: np.ndarray) -> np.ndarray:

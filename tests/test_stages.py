@@ -87,6 +87,13 @@ def test_label_scores_reproduce_cleanlab():
     assert issues[:5].sum() >= 4 and quality[:5].max() < np.median(quality[5:])
 
 
+def test_pca_matches_scikit_learn(points):
+    from sklearn.decomposition import PCA
+
+    expected = PCA(n_components=2).fit_transform(points.astype(np.float64))
+    np.testing.assert_allclose(projection.pca_2d(points), expected, atol=1e-4)
+
+
 def test_align_undoes_rotation_mirror_scale_and_shift():
     rng = np.random.default_rng(2)
     frame = rng.normal(size=(200, 2))
