@@ -3,8 +3,9 @@
 The graph feeds the outlier score (mean distance to the k nearest), the nearest neighbour
 (`nn_id`, `nn_distance`) and UMAP (its fuzzy graph), so it is computed once.
 
-Distances are cosine distances, `1 - cos(a, b)`, in [0, 2]. `exact_knn` is exact and blocked:
-memory stays O(N * k + block * N), never N x N. `annoy_knn` is the seed's approximate index.
+Distances are cosine distances, `1 - cos(a, b)`, in [0, 2]. `exact_knn` is exact and tiled:
+memory stays O(N * k + block * block) beside the input, never N x N. `annoy_knn` is the seed's
+approximate index.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import torch
 
 from explorer.errors import ExplorerError
 
+_SPARE = 4  # candidates beyond k: float32 may swap near-ties at the k-th place; float64 decides
+_REFINE_ROWS = 64  # rows per float64 re-measure: 64 x m x D float64 fits in cache
+
 
 def exact_knn(
     embeddings: np.ndarray, k: int, block_size: int = 2048, device: str = "cpu"
@@ -22,27 +26,54 @@ def exact_knn(
 
     embeddings: (N, D) float. Returns (indices int64 (N, k), distances float32 (N, k)), nearest
     first; a row is never its own neighbour (duplicates of it are, at distance 0).
+
+    Candidates come from float32 products of `block_size` x `block_size` tiles; the similarity
+    is symmetric, so each pair of row blocks is multiplied once and serves both (half the
+    FLOPs). Each row's k + 4 best candidates are then re-measured in float64 and the k nearest
+    kept, so float32 rounding cannot swap a near-tie at the k-th place.
     """
     n = len(embeddings)
     _check_k(n, k)
-    unit = torch.nn.functional.normalize(
-        torch.as_tensor(embeddings, dtype=torch.float32, device=device), dim=1
-    )
-    unit64 = torch.nn.functional.normalize(
-        torch.as_tensor(embeddings, dtype=torch.float64, device=device), dim=1
-    )
+    m = min(k + _SPARE, n - 1)  # candidates per row, re-measured in float64 to pick the k
+    x = torch.as_tensor(embeddings, device=device)
+    if not x.dtype.is_floating_point:
+        x = x.float()
+    norms = torch.linalg.vector_norm(x.double(), dim=1).clamp_(min=1e-12)
+    unit = x.float() / norms[:, None].float()
+    best = torch.full((n, m), -torch.inf, device=device)  # cosine similarity of the m so far
+    best_index = torch.zeros((n, m), dtype=torch.int64, device=device)
+
+    def keep_nearest(start: int, similarity: torch.Tensor, column_start: int) -> None:
+        """Merge one tile's candidates into rows start.. of best/best_index."""
+        stop = start + len(similarity)
+        found = similarity.topk(min(m, similarity.shape[1]), dim=1, sorted=False)
+        values = torch.cat([best[start:stop], found.values], dim=1)
+        indices = torch.cat([best_index[start:stop], found.indices + column_start], dim=1)
+        top = values.topk(m, dim=1, sorted=False)
+        best[start:stop] = top.values
+        best_index[start:stop] = indices.gather(1, top.indices)
+
+    for a in range(0, n, block_size):
+        rows = unit[a : a + block_size]
+        for b in range(a, n, block_size):
+            similarity = rows @ unit[b : b + block_size].T
+            if a == b:
+                similarity.fill_diagonal_(-torch.inf)  # not its own neighbour
+            keep_nearest(a, similarity, b)
+            if b != a:
+                keep_nearest(b, similarity.T.contiguous(), a)
+
+    # 1 - cos in float32 loses digits for near neighbours: re-measure the m candidates in
+    # float64 and keep the k nearest, a few rows at a time so that the gathered (rows, m, D)
+    # vectors stay in cache.
     indices = np.empty((n, k), dtype=np.int64)
     distances = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, block_size):
-        stop = min(start + block_size, n)
-        similarity = unit[start:stop] @ unit.T
-        rows = torch.arange(stop - start, device=device)
-        similarity[rows, rows + start] = -torch.inf  # not its own neighbour
-        index = similarity.topk(k, dim=1).indices
-        # 1 - cos in float32 loses digits for near neighbours: redo the k chosen in float64
-        exact = 1 - torch.bmm(unit64[index], unit64[start:stop, :, None])[..., 0]
-        exact.clamp_(min=0)
-        order = exact.argsort(dim=1, stable=True)
+    for start in range(0, n, _REFINE_ROWS):
+        stop = min(start + _REFINE_ROWS, n)
+        index = best_index[start:stop]
+        dots = torch.bmm(x[index].double(), x[start:stop].double()[:, :, None])[..., 0]
+        exact = (1 - dots / (norms[index] * norms[start:stop, None])).clamp_(min=0)
+        order = exact.argsort(dim=1, stable=True)[:, :k]
         indices[start:stop] = index.gather(1, order).cpu().numpy()
         distances[start:stop] = exact.gather(1, order).cpu().numpy()
     return indices, distances

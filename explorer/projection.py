@@ -16,6 +16,7 @@ from scipy.linalg import orthogonal_procrustes
 
 UMAP_NEIGHBORS = 15
 UMAP_SEED = 0
+LARGE_MAP, LARGE_MAP_EPOCHS = 4096, 200  # above 4,096 points a map gets 200 epochs by default
 
 
 def pca_2d(embeddings: np.ndarray) -> np.ndarray:
@@ -78,13 +79,18 @@ def umap_2d(
     knn_indices/knn_distances: (N, k) including every row itself first at distance 0
     (`neighbors.with_self`); the first min(k, 15) columns are used. `init` (N, 2) starts the
     layout from given coordinates (the previous checkpoint's) instead of a spectral layout.
-    Seeded, so the same input gives the same map.
+    `n_epochs` None: umap-learn's 500 epochs up to LARGE_MAP points, 200 above (umap-learn
+    switches at 10,000). Seeded, so the same input gives the same map.
     """
     import umap
 
     n_neighbors = min(UMAP_NEIGHBORS, knn_indices.shape[1])
     if n_neighbors < 2 or len(embeddings) <= 3:
         return pca_2d(embeddings)  # too few points for a UMAP graph
+    if n_epochs is None and len(embeddings) > LARGE_MAP:
+        # Seeded means one thread: 500 epochs of 10,000 points took 9.9 s, 200 took 3.9 s, and
+        # kept 95% of the 10-NN that 500 keep (Fashion-MNIST pixels; labels agree as often).
+        n_epochs = LARGE_MAP_EPOCHS
     kwargs = {} if init is None else {"init": init.astype(np.float64)}
     reducer = umap.UMAP(
         n_neighbors=n_neighbors,
