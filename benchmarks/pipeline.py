@@ -36,7 +36,9 @@ a spectral layout with full epochs). A process's first UMAP pays numba's compila
 warm-up on each side pays it before the stages (its time is shown, and added in the "cold
 process" line). End to end = the sum of the stage times, plus explorer's table writing (from
 its build's run.json). Peak memory = RSS above the process's RSS when the call (end to end:
-the first stage) began; worker processes count with the memory only they hold.
+the first stage) began; worker processes count with the memory only they hold. The machine may
+be shared: "others" is the most CPU other processes took during any call of a stage (share of
+all CPUs); above ~10% that stage's times are suspect, so run it again.
 
 The embedding's GFLOP/s: model FLOPs (torch.utils.flop_counter.FlopCounterMode on one batch,
 eager attention so that attention's matrix products count) x images x checkpoints / stage time,
@@ -359,6 +361,7 @@ def repeated(calls: list[list]) -> dict:
         "cpu_seconds": round(statistics.median(sum(m.cpu for m in run) for run in calls), 3),
         "samples": [round(sum(m.wall for m in run), 3) for run in calls],
         "peak_mb": round(max(m.peak_mb for run in calls for m in run), 1),
+        "outside_load": round(max(m.others for run in calls for m in run), 2),
     }
 
 
@@ -378,11 +381,18 @@ def per_checkpoint(calls: list, count: int, one_off: float = 0.0, skip_first: bo
         "cpu_seconds": round(sum(m.cpu for m in calls), 3),
         "samples": [round(m.wall, 3) for m in calls],
         "peak_mb": round(max(m.peak_mb for m in calls), 1),
+        "outside_load": round(max(m.others for m in calls), 2),
     }
 
 
 def compare(seed: dict, ours: dict) -> dict:
-    return {"seed": seed, "explorer": ours, "ratio": round(seed["seconds"] / ours["seconds"], 2)}
+    return {
+        "seed": seed,
+        "explorer": ours,
+        "ratio": round(seed["seconds"] / ours["seconds"], 2),
+        # the most CPU other processes took during any call of the stage (share of the machine)
+        "outside_load": max(seed["outside_load"], ours["outside_load"]),
+    }
 
 
 class Turns:
@@ -400,7 +410,8 @@ class Turns:
         repeats[repeat].append(measured)
         say(
             f"  {stage:6} {name:8} {method}{args[:1]!s:8} {measured.wall:8.2f} s "
-            f"(CPU {measured.cpu:7.2f} s, peak +{measured.peak_mb:7.1f} MiB)"
+            f"(CPU {measured.cpu:7.2f} s, peak +{measured.peak_mb:7.1f} MiB, "
+            f"others {measured.others:.0%})"
         )
         return value
 
@@ -627,7 +638,7 @@ def print_pipeline(result: dict) -> None:
     )
     header = (
         f"{'stage':24} {'seed s':>9} {'explorer s':>11} {'ratio':>7} {'target':>7} "
-        f"{'met':>4} {'seed MiB':>9} {'explorer MiB':>13}"
+        f"{'met':>4} {'seed MiB':>9} {'explorer MiB':>13} {'others':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -637,7 +648,8 @@ def print_pipeline(result: dict) -> None:
             f"{name:24} {stage['seed']['seconds']:9.2f} {stage['explorer']['seconds']:11.2f} "
             f"{stage['ratio']:6.2f}x {target['target'][3:] if target else '':>7} "
             f"{('yes' if target['met'] else 'NO') if target else '':>4} "
-            f"{stage['seed']['peak_mb']:9.1f} {stage['explorer']['peak_mb']:13.1f}"
+            f"{stage['seed']['peak_mb']:9.1f} {stage['explorer']['peak_mb']:13.1f} "
+            f"{stage['outside_load']:7.0%}"
         )
     writing = result["explorer_table_writing_seconds"]
     print(f"{'write tables (explorer)':24} {'':>9} {writing:11.2f}")

@@ -11,12 +11,15 @@ Each call reports a `Measured`:
 - `peak_mb`: peak RSS of the process, plus the private memory of its child processes (forked
   workers share the parent's pages; only what they add counts), during the call, above the
   process's RSS when the call started, in MiB. Sampled every 10 ms (children every 100 ms) and
-  raised to the kernel's exact high-water mark (ru_maxrss) when the call set a new one.
+  raised to the kernel's exact high-water mark (ru_maxrss) when the call set a new one;
+- `others`: the share of the machine's CPUs that other processes used meanwhile (the machine is
+  shared: above ~0.1 the call's timing is suspect).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import resource
 import threading
 import time
@@ -39,6 +42,7 @@ class Measured:
     cpu: float
     peak_mb: float  # above the RSS at the call's start
     rss_mb: float  # the peak itself
+    others: float  # share of the machine's CPUs that other processes used during the call
 
 
 def cpu_seconds() -> float:
@@ -46,6 +50,13 @@ def cpu_seconds() -> float:
         resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     )
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have used since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields)
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def max_rss_bytes() -> int:
@@ -87,15 +98,18 @@ def measured_call(function, *args) -> tuple[Any, Measured]:
     sampler = _PeakSampler()
     start_rss, start_max = sampler.peak, max_rss_bytes()
     sampler.start()
-    wall, cpu = time.perf_counter(), cpu_seconds()
+    wall, cpu, busy = time.perf_counter(), cpu_seconds(), machine_busy_seconds()
     value = function(*args)
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    others = (machine_busy_seconds() - busy - cpu) / (wall * (os.cpu_count() or 1))
     sampler.done.set()
     sampler.join()
     peak = sampler.peak
     if max_rss_bytes() > start_max:  # a new high-water mark: the kernel's figure is exact
         peak = max(peak, max_rss_bytes())
-    return value, Measured(wall, cpu, max(peak - start_rss, 0) / MIB, peak / MIB)
+    return value, Measured(
+        wall, cpu, max(peak - start_rss, 0) / MIB, peak / MIB, min(max(others, 0.0), 1.0)
+    )
 
 
 def _serve(make_side, setup: dict, connection) -> None:
