@@ -38,7 +38,8 @@ process" line). End to end = the sum of the stage times, plus explorer's table w
 its build's run.json). Peak memory = RSS above the process's RSS when the call (end to end:
 the first stage) began; worker processes count with the memory only they hold. The machine may
 be shared: "others" is the most CPU other processes took during any call of a stage (share of
-all CPUs); above ~10% that stage's times are suspect, so run it again.
+all CPUs; /proc/stat counts in 10 ms ticks, so it is rough for calls under a second). A busy
+call inflates its own sample; the medians above shrug off one, not several.
 
 The embedding's GFLOP/s: model FLOPs (torch.utils.flop_counter.FlopCounterMode on one batch,
 eager attention so that attention's matrix products count) x images x checkpoints / stage time,
