@@ -36,11 +36,10 @@ def planted_dataset(per_kind: int, seed: int = 0) -> tuple[datasets.Dataset, np.
     images = list(digits["image"])
     labels = list(digits["label"])
     kinds = [""] * len(images)
-    fashion = data.load_fashion_mnist()
+    fashion = data.read_fashion_mnist().get("test")
     if fashion is not None:
-        rows = rng.choice(fashion["test"].num_rows, per_kind, replace=False)
-        for row in rows:
-            images.append(fashion["test"][int(row)]["image"])
+        for row in rng.choice(len(fashion[0]), per_kind, replace=False):
+            images.append(Image.fromarray(fashion[0][int(row)]))
             kinds.append("fashion-mnist")
     for _ in range(per_kind):
         images.append(Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)))

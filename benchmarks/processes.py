@@ -5,7 +5,7 @@ ones), then times the whole build and its embedding throughput with the embeddin
 cleared before each repeat, alternating 1 and N processes. Prints medians and the ratio.
 
     python benchmarks/processes.py [--dataset fashion-mnist] [--limit 5000] [--checkpoints 6]
-        [--processes 2] [--repeats 2]
+        [--processes 2] [--repeats 2] [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -40,12 +40,14 @@ def make_run(folder: Path, checkpoints: int) -> Path:
     return folder
 
 
-def timed_build(run: Path, out: Path, dataset: str, limit: int, processes: int) -> float:
+def timed_build(
+    run: Path, out: Path, dataset: str, limit: int, processes: int, dtype: str = "float32"
+) -> float:
     for cache in run.glob("*/explorer-cache"):
         shutil.rmtree(cache)
     command = [sys.executable, "-m", "explorer", "build", "--run", str(run), "--dataset",
                dataset, "--limit", str(limit), "--out", str(out), "--overwrite", "--quiet",
-               "--timeline-umap", "off"]  # fmt: skip
+               "--timeline-umap", "off", "--dtype", dtype]  # fmt: skip
     if processes > 1:
         command += ["--processes", str(processes)]
     start = time.perf_counter()
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=6)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--dtype", default="float32", help="explorer build --dtype")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         run = make_run(Path(folder) / "run", args.checkpoints)
@@ -67,13 +70,15 @@ def main() -> None:
         for _ in range(args.repeats):
             for processes in seconds:
                 seconds[processes].append(
-                    timed_build(run, Path(folder) / "out", args.dataset, args.limit, processes)
+                    timed_build(
+                        run, Path(folder) / "out", args.dataset, args.limit, processes, args.dtype
+                    )
                 )
         timings = json.loads((Path(folder) / "out" / "run.json").read_text())["timings"]
     images = args.limit * args.checkpoints
     result = {
         "dataset": args.dataset, "images": args.limit, "checkpoints": args.checkpoints,
-        "model": "ViT 6x192, 32 px", "repeats": args.repeats,
+        "model": "ViT 6x192, 32 px", "repeats": args.repeats, "dtype": args.dtype,
         "median_seconds": {str(p): statistics.median(s) for p, s in seconds.items()},
         "last_run_stage_timings": timings,
     }  # fmt: skip

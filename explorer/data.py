@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import io
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -48,22 +49,26 @@ def load(
     `split` defaults to `test` where the source has one, else its only split. `limit` keeps the
     first N rows. Raises ExplorerError for a source that does not exist or has no images.
     """
-    dataset = _load_any(str(source), split, data_dir)
+    if limit is not None and limit < 1:
+        raise ExplorerError(f"--limit must be at least 1, not {limit}")
+    dataset = _load_any(str(source), split, data_dir, limit)
     if limit is not None:
-        if limit < 1:
-            raise ExplorerError(f"--limit must be at least 1, not {limit}")
         dataset = dataset.select(range(min(limit, dataset.num_rows)))
     return _normalise_columns(dataset, str(source), image_column, label_column)
 
 
-def _load_any(source: str, split: str | None, data_dir: str | Path | None) -> datasets.Dataset:
+def _load_any(
+    source: str, split: str | None, data_dir: str | Path | None, limit: int | None
+) -> datasets.Dataset:
     if source == "digits":
         return _pick_split(load_digits(), split, source)
     if source in ("fashion-mnist", "fashion_mnist"):
-        local = load_fashion_mnist(data_dir)
-        return (
-            _pick_split(local, split, source) if local else _load_hub(FASHION_MNIST_HUB_ID, split)
-        )
+        local = read_fashion_mnist(data_dir)
+        if not local:
+            return _load_hub(FASHION_MNIST_HUB_ID, split)
+        # Only the rows asked for become PNGs: encoding all 70,000 takes seconds.
+        images, labels = _pick_split(local, split, source)
+        return _from_arrays(images[:limit], labels[:limit], FASHION_MNIST_CLASSES)
     path = Path(source).expanduser()
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
@@ -117,9 +122,8 @@ def _check_metadata_paths(root: Path, metadata: Path) -> None:
             )
 
 
-def _pick_split(
-    loaded: datasets.Dataset | datasets.DatasetDict, split: str | None, source: str
-) -> datasets.Dataset:
+def _pick_split(loaded: Any, split: str | None, source: str) -> Any:
+    """One split of a DatasetDict (or of any mapping of split names); a Dataset as it is."""
     if isinstance(loaded, datasets.Dataset):
         return loaded
     if split is None:
@@ -224,23 +228,22 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-def load_fashion_mnist(data_dir: str | Path | None = None) -> datasets.DatasetDict | None:
-    """Fashion-MNIST from its IDX files (Debian's dataset-fashion-mnist); None if not there."""
+def read_fashion_mnist(data_dir: str | Path | None = None) -> dict[str, tuple[np.ndarray, ...]]:
+    """Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist) as {split: (images (N, 28, 28)
+    uint8, labels (N,))}; empty when they are not there (ExplorerError if `data_dir` was given)."""
     folder = Path(data_dir) if data_dir else FASHION_MNIST_DIR
     splits = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         found = sorted(folder.glob(f"{prefix}-images-idx3-ubyte*"))
         labels = sorted(folder.glob(f"{prefix}-labels-idx1-ubyte*"))
         if found and labels:
-            splits[split] = _from_arrays(
-                _read_idx(found[0]), _read_idx(labels[0]), FASHION_MNIST_CLASSES
-            )
+            splits[split] = (_read_idx(found[0]), _read_idx(labels[0]))
     if not splits and data_dir:
         raise ExplorerError(
             f"no Fashion-MNIST IDX files in {folder}: expected t10k-images-idx3-ubyte.gz and "
             "friends (apt-get install dataset-fashion-mnist)"
         )
-    return datasets.DatasetDict(splits) if splits else None
+    return splits
 
 
 def class_names(dataset: datasets.Dataset) -> list[str] | None:

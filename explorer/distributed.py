@@ -1,11 +1,20 @@
 """Sharing the embedding work across processes, GPUs and machines with Hugging Face Accelerate.
 
 Embedding every checkpoint is the expensive part of a build. Under `accelerate launch` (or
-`explorer build --processes N`, which starts the same), each process embeds its share of the
-checkpoints into their caches (`checkpoint-N/explorer-cache/`); the main process then runs the
-ordinary single-process pipeline, which finds every embedding cached. The output is therefore
-the single-process output. With two models instead of a run, each process embeds its share of
-the two and the results are gathered on the main process.
+`explorer build --processes N`, which starts the same), the C units of work (the checkpoints of
+a run, or the two models) are shared between the W processes in two parts:
+
+1. the first (C // W) * W units go whole, round-robin: process r embeds units r, r + W, ...;
+2. each of the C % W units left over is shared by images: process r embeds the r-th of W
+   contiguous slices of the rows, and the main process joins the slices in row order.
+
+So no process sits idle while another embeds the last checkpoint alone, and 2 models on 3
+processes keep all three busy. A checkpoint's embeddings go to its cache
+(`checkpoint-N/explorer-cache/`; the main process writes those of a shared checkpoint, as one
+process would have); the two models' embeddings go to the main process. The main process then
+runs the ordinary single-process pipeline, which finds every embedding cached or kept, so the
+output is the single-process output (an image's embedding does not depend on its batch, up to
+float rounding of about 1e-6).
 """
 
 from __future__ import annotations
@@ -48,13 +57,17 @@ def wait_for_everyone() -> None:
         _state().wait_for_everyone()
 
 
-def gather(objects: list) -> list:
-    """Concatenate every process's list of (picklable) objects, in rank order, on all ranks."""
-    if world()[1] <= 1:
-        return objects
-    from accelerate.utils import gather_object
+def gather_on_main(part):
+    """Every process's `part` (a picklable object, None allowed), in rank order, as a list on
+    the main process; None on the others. Only the main process receives the parts."""
+    rank, processes = world()
+    if processes <= 1:
+        return [part]
+    import torch.distributed
 
-    return gather_object(objects)
+    parts = [None] * processes if rank == 0 else None
+    torch.distributed.gather_object(part, parts, dst=0)
+    return parts
 
 
 def launch(argv: list[str], processes: int, debug: bool = False) -> int:

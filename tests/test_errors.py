@@ -67,6 +67,16 @@ def test_model_that_does_not_exist(capsys, tiny_models, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_float16_on_the_cpu_is_refused_before_any_work(capsys, models, tmp_path):
+    code, line = run_cli(capsys, "build", "--dataset", "digits", *models, "--device", "cpu",
+                         "--dtype", "float16", "--out", tmp_path / "out")  # fmt: skip
+    assert (
+        code == 2
+        and line == "explorer: error: --dtype float16 is for GPUs: on the CPU use bfloat16"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_folder_without_images(capsys, models, tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "sub" / "notes.txt").write_text("no images here")

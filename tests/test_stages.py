@@ -182,3 +182,22 @@ def test_mean_pooling_and_bad_pooling(tmp_path):
     np.testing.assert_allclose(vectors, hidden.mean(1).numpy(), atol=1e-5)
     with pytest.raises(ExplorerError, match="pooling"):
         embed.embed(model, pixels, prep, pooling="max", progress=False)
+
+
+def test_bfloat16_on_the_cpu_stays_close_to_float32(tmp_path):
+    folder = tiny_model("vit", tmp_path / "vit", num_labels=3)
+    prep = embed.Preprocessing.from_model(folder)
+    pixels = torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8)
+    exact, exact_probabilities, _ = embed.embed(embed.load_model(folder), pixels, prep,
+                                                progress=False)  # fmt: skip
+    model = embed.load_model(folder)
+    vectors, probabilities, _ = embed.embed(model, pixels, prep, progress=False, dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16  # cast, not autocast per batch
+    assert vectors.dtype == np.float32 and probabilities.dtype == np.float32
+    cosine = (
+        (vectors * exact).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(exact, axis=1)
+    )
+    assert cosine.min() > 0.999 and not np.allclose(vectors, exact, atol=1e-6)
+    np.testing.assert_allclose(probabilities, exact_probabilities, atol=0.02)
+    with pytest.raises(ExplorerError, match="float16 is for GPUs"):
+        embed.embed(embed.load_model(folder), pixels, prep, progress=False, dtype="float16")
