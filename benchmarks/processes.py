@@ -87,8 +87,14 @@ def main() -> None:
     print(f"1 process:  {one:7.1f} s  {images / one:7.0f} images/s end to end")
     print(f"{args.processes} processes: {many:7.1f} s  {images / many:7.0f} images/s end to end")
     print(f"ratio 1/{args.processes}: {one / many:.2f}")
+    # One entry per configuration, so that runs with other sizes sit side by side.
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "processes.json").write_text(json.dumps(result, indent=2) + "\n")
+    path = RESULTS / "processes.json"
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    saved = saved if "median_seconds" not in saved else {}  # the old one-run layout
+    key = f"{args.checkpoints} checkpoints x {args.limit} images, {args.processes} processes"
+    saved[key] = result
+    path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
 if __name__ == "__main__":
