@@ -332,7 +332,7 @@ def embed(
 
     dtype `bfloat16` or `float16` runs the model under autocast on a GPU. On the CPU,
     `bfloat16` casts the model's weights to bfloat16, in place (autocast would cast them again
-    for every batch): about 1.8x faster on CPUs with AVX512-BF16 or AMX, embeddings within
+    for every batch): about 1.6x faster on CPUs with AVX512-BF16 or AMX, embeddings within
     cosine 1e-4 of float32. `float16` on the CPU is refused (several times slower there).
     """
     if dtype not in DTYPES:

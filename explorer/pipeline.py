@@ -85,7 +85,7 @@ def build(
     An existing `out` is replaced with `overwrite`, or when it was built by the same request (a
     resumed run). skip_bad_images: drop unreadable images (listed in run.json) instead of failing.
     dtype: `bfloat16` or `float16` embed under autocast on a GPU; on the CPU `bfloat16` runs
-        the model in bfloat16 (about 1.8x faster where the CPU has AVX512-BF16 or AMX).
+        the model in bfloat16 (about 1.6x faster where the CPU has AVX512-BF16 or AMX).
     Under `accelerate launch` every process embeds its share of the checkpoints (or models) and
     only the main process writes OUT and returns the table; the others return None.
     """
