@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from explorer.errors import ExplorerError
@@ -286,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = make_parser().parse_args(argv)
     args.argv = argv
+    if not args.debug:  # "explorer: warning: ...", not the file and line it came from
+        warnings.formatwarning = lambda message, *_, **__: f"explorer: warning: {message}\n"
     try:
         code = args.handler(args)
     except ExplorerError as error:

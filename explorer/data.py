@@ -23,6 +23,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
+from explorer import offline
 from explorer.errors import ExplorerError
 
 IMAGE_COLUMNS = ("image", "img", "pixel_values")
@@ -84,6 +85,7 @@ def _load_any(
 
 
 def _load_hub(source: str, split: str | None) -> datasets.Dataset:
+    offline.use_cache_if_offline()
     try:
         loaded = datasets.load_dataset(source, split=split)
     except Exception as error:  # the hub client raises many types; all mean the same to a user

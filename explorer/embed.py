@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from explorer import offline
 from explorer.errors import ExplorerError
 
 # Architectures whose token 0 is a CLS token trained to summarise the image.
@@ -214,6 +215,8 @@ def load_config(name_or_path: str | Path, trust_remote_code: bool = False):
     looks_local = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
     if looks_local and not (Path(name).expanduser() / "config.json").exists():
         raise ExplorerError(f"model folder {name} has no config.json: give a saved model folder")
+    if not looks_local:
+        offline.use_cache_if_offline()
     try:
         return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:

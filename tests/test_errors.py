@@ -59,6 +59,52 @@ def test_hub_dataset_while_offline(capsys, models, tmp_path, monkeypatch):
     assert "connection" in line
 
 
+@pytest.fixture
+def hub_flags(monkeypatch):
+    """HF_HUB_OFFLINE unset for one test, and the libraries' offline flags restored after it."""
+    import datasets.config
+    from huggingface_hub import constants
+
+    from explorer import offline
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    offline.use_cache_if_offline.cache_clear()
+    yield constants, datasets.config
+    offline.use_cache_if_offline.cache_clear()
+
+
+def test_an_unreachable_hub_switches_to_the_cache_at_once(capsys, models, tmp_path, monkeypatch,
+                                                          hub_flags):  # fmt: skip
+    def unreachable(address, timeout=None):
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr("socket.create_connection", unreachable)
+    warning = "huggingface.co cannot be reached .Name or service not known.: working offline"
+    with pytest.warns(UserWarning, match=warning):
+        code = main(["build", "--dataset", "someone/no-such-dataset", *map(str, models),
+                     "--out", str(tmp_path / "out")])  # fmt: skip
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "Retrying" not in "\n".join(lines)  # no 23 s of retries first
+    assert "could not load dataset 'someone/no-such-dataset'" in lines[-1]
+    constants, datasets_config = hub_flags
+    assert constants.HF_HUB_OFFLINE is True and datasets_config.HF_HUB_OFFLINE is True
+
+
+def test_a_reachable_hub_leaves_the_libraries_online(monkeypatch, hub_flags):
+    from explorer import offline
+
+    class Connection:
+        def close(self):
+            pass
+
+    monkeypatch.setattr("socket.create_connection", lambda address, timeout=None: Connection())
+    assert offline.use_cache_if_offline() is False
+    constants, datasets_config = hub_flags
+    assert constants.HF_HUB_OFFLINE is False and datasets_config.HF_HUB_OFFLINE is False
+
+
 def test_model_that_does_not_exist(capsys, tiny_models, tmp_path):
     code, line = run_cli(capsys, "build", "--dataset", "digits", "--foundation",
                          tmp_path / "missing", "--finetuned", tiny_models["finetuned"],
