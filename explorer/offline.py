@@ -16,6 +16,7 @@ import warnings
 from urllib.parse import urlparse
 
 TRUE = ("1", "ON", "YES", "TRUE")
+PROXIES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 @functools.cache
@@ -27,6 +28,8 @@ def use_cache_if_offline(timeout: float = 3.0) -> bool:
 
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in TRUE:
         return True
+    if any(os.environ.get(name) for name in PROXIES):
+        return False  # a direct connection may fail where the proxy gets through
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=timeout).close()

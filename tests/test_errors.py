@@ -67,7 +67,8 @@ def hub_flags(monkeypatch):
 
     from explorer import offline
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in ("HF_HUB_OFFLINE", *offline.PROXIES):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     offline.use_cache_if_offline.cache_clear()
