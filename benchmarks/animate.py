@@ -8,8 +8,8 @@ and the ratio seed / explorer.
 
 The seed's way, as its notebook does it: for every checkpoint build a new matplotlib figure
 (one scatter per class, one subplot per outlier image, the loss curve), save it as a PNG, then
-read every PNG back with imageio and write the GIF. Both ways are timed end to end, reading
-OUT included, and write their GIF with imageio's pillow plugin.
+read every PNG back with imageio and write the GIF (`seed_recipe.make_frames`, the same code
+benchmarks/pipeline.py times). Both ways are timed end to end, reading OUT included.
 
     .venv/bin/python benchmarks/animate.py [--images 10000] [--checkpoints 5] [--repeats 3]
 """
@@ -27,15 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import datasets
-import imageio.v2 as imageio
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
+import seed_recipe  # noqa: E402
 from synthetic import write_synthetic_out  # noqa: E402
 
 from explorer.animate import animate  # noqa: E402
@@ -46,39 +42,21 @@ TOP = 8
 
 
 def seed_way(out: Path, gif: Path) -> int:
-    """The seed article's animation: a new figure per checkpoint, PNGs, then a GIF. -> frames."""
+    """The seed article's animation (benchmarks/seed_recipe.py `make_frames`) from OUT's tables:
+    a new figure per checkpoint, PNGs, then a GIF. Returns the frame count."""
     timeline = datasets.load_from_disk(str(out / "timeline")).to_pandas()
     default = datasets.load_from_disk(str(out / "default"))
-    names = default.features["label"].names
-    labels = default.with_format("numpy")["label"]
     log = datasets.load_from_disk(str(out / "training_log")).to_pandas()
-    pngs = []
-    with tempfile.TemporaryDirectory() as folder:
-        for i, (step, frame) in enumerate(timeline.groupby("step")):
-            fig = plt.figure(figsize=(SIZE[0] / 100, SIZE[1] / 100), dpi=100)
-            grid = fig.add_gridspec(5, 6)
-            ax = fig.add_subplot(grid[:, :4])
-            frame_labels = labels[frame["row"].to_numpy()]
-            for code, name in enumerate(names):
-                mine = frame[frame_labels == code]
-                ax.scatter(mine["pca_x"], mine["pca_y"], s=2, label=name)
-            ax.legend(loc="upper right")
-            ax.set_title(f"step {step}")
-            top = frame.nsmallest(TOP, "outlier_score")
-            for k, row in enumerate(top.itertuples()):
-                thumb = fig.add_subplot(grid[k // 2, 4 + k % 2])
-                thumb.imshow(default[int(row.row)]["image"])
-                thumb.set_title(f"{k + 1}. {names[labels[row.row]]} {row.outlier_score:.2f}")
-                thumb.axis("off")
-            loss = fig.add_subplot(grid[4, 4:])
-            loss.plot(log["step"], log["loss"])
-            loss.axvline(step, color="red")
-            png = Path(folder) / f"{i:04d}.png"
-            fig.savefig(png)
-            plt.close(fig)
-            pngs.append(png)
-        imageio.mimsave(gif, [imageio.imread(p) for p in pngs], duration=1000 / FPS, loop=0)
-    return len(pngs)
+    frames = []
+    for step, frame in timeline.groupby("step"):
+        frame = frame.sort_values("row")  # row i of a frame is image i
+        frames.append(
+            (step, frame[["pca_x", "pca_y"]].to_numpy(), frame["outlier_score"].to_numpy())
+        )
+    return seed_recipe.make_frames(
+        frames, default, default.with_format("numpy")["label"], default.features["label"].names,
+        (log["step"], log["loss"]), gif, size=SIZE, fps=FPS, top=TOP,
+    )  # fmt: skip
 
 
 def cpu_seconds() -> float:

@@ -317,6 +317,14 @@ def _restore(layers: list[torch.nn.Linear]) -> None:
         del layer.forward
 
 
+def check_dtype(dtype: str, device: str) -> None:
+    """ExplorerError unless `dtype` is one of DTYPES and runs on `device` (float16 is GPU only)."""
+    if dtype not in DTYPES:
+        raise ExplorerError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    if device.startswith("cpu") and dtype == "float16":
+        raise ExplorerError("--dtype float16 is for GPUs: on the CPU use bfloat16")
+
+
 @torch.inference_mode()
 def embed(
     model: torch.nn.Module,
@@ -338,12 +346,9 @@ def embed(
     for every batch): about 1.6x faster on CPUs with AVX512-BF16 or AMX, embeddings within
     cosine 1e-4 of float32. `float16` on the CPU is refused (several times slower there).
     """
-    if dtype not in DTYPES:
-        raise ExplorerError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     device = next(model.parameters()).device
+    check_dtype(dtype, device.type)
     if device.type == "cpu" and dtype != "float32":
-        if dtype == "float16":
-            raise ExplorerError("--dtype float16 is for GPUs: on the CPU use bfloat16")
         model.to(DTYPES[dtype])
     input_dtype = next(model.parameters()).dtype if device.type == "cpu" else torch.float32
     captured = {}

@@ -110,11 +110,8 @@ def build(
         raise ExplorerError(
             f"--pooling must be one of {', '.join(embed.POOLINGS)}, not {pooling!r}"
         )
-    if dtype not in embed.DTYPES:
-        raise ExplorerError(f"--dtype must be one of {', '.join(embed.DTYPES)}, not {dtype!r}")
     device = embed.pick_device(device)
-    if device == "cpu" and dtype == "float16":
-        raise ExplorerError("--dtype float16 is for GPUs: on the CPU use bfloat16")
+    embed.check_dtype(dtype, device)
     out = Path(out)
     request = {
         "dataset": str(dataset), "split": split, "limit": limit, "image_column": image_column,
@@ -337,8 +334,8 @@ class _Job:
         if model_path in self.embedded:
             return _rows_of(self.embedded[model_path], rows)
         prep = embed.Preprocessing.from_model(model_path)
-        pixels, _ = self.pixels(images, prep)
-        cache_file = self._cache_file(model_path, images, cache)
+        pixels, pixels_hash = self.pixels(images, prep)
+        cache_file = None if cache is None else self._cache_file(pixels_hash, cache)
         if cache_file is not None and cache_file.exists():
             return _rows_of(_read_cache(cache_file), rows)
         with self.stage("embed"):
@@ -366,20 +363,17 @@ class _Job:
         """Keep what the processes embedded of a whole model or checkpoint as `embed` would
         have: in the checkpoint's cache with `cache` (unless cached already), else in memory
         for `embed` to return."""
-        cache_file = self._cache_file(model_path, images, cache)
-        if cache_file is None:
+        if cache is None:
             self.embedded[model_path] = result
-        elif not cache_file.exists():
+            return
+        _, pixels_hash = self.pixels(images, embed.Preprocessing.from_model(model_path))
+        cache_file = self._cache_file(pixels_hash, cache)
+        if not cache_file.exists():
             _write_cache(cache_file, *result)
 
-    def _cache_file(
-        self, model_path: str, images: datasets.Dataset, cache: Path | None
-    ) -> Path | None:
-        """The cache file of a checkpoint folder (`cache`), keyed by everything that makes
-        its embeddings; None without `cache`."""
-        if cache is None:
-            return None
-        _, pixels_hash = self.pixels(images, embed.Preprocessing.from_model(model_path))
+    def _cache_file(self, pixels_hash: str, cache: Path) -> Path:
+        """The cache file in checkpoint folder `cache`, keyed by everything that makes its
+        embeddings: pixels and preprocessing (`pixels_hash`), pooling, dtype, weights."""
         key = hashlib.sha256(
             f"{pixels_hash}|{self.pooling}|{self.dtype}|{_weights_signature(cache)}".encode()
         ).hexdigest()[:20]
