@@ -7,13 +7,13 @@
 The model: a 6-layer, 192-wide ViT at 32 px (patch 4: 64 tokens + CLS), small enough for a CPU.
 `--checkpoints K` copies of it, each from its own random seed, are saved with their
 ViTImageProcessor (size 32) as `checkpoint-<step>/` folders of a temporary run folder with a
-loss log, the shape `explorer build --run` reads.
+loss log, the shape `explorer build --run` reads (benchmarks/random_run.py).
 
 Both sides do the same work on the same images and checkpoints, stage by stage
 (seed recipe: benchmarks/seed_recipe.py; explorer: its library calls):
 
 - embed: `datasets.map` with AutoImageProcessor (PIL) at batch 24, per checkpoint | explorer
-  `embed.prepare_pixels` once, then `embed.load_model` + `embed.embed` per checkpoint;
+  `embed.prepare_pixels` once, then `embed.load_model` + `embed.embed_pixels` per checkpoint;
 - k-NN: cleanlab `OutOfDistribution().fit_score` + Annoy (angular, 100 trees,
   `get_nns_by_item`) | `neighbors.exact_knn` (k=14, the pipeline's) + `outliers.outlier_scores`;
 - PCA: sklearn PCA + `scipy.spatial.procrustes` | `projection.pca_2d` + `projection.align`;
@@ -75,60 +75,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import seed_recipe  # noqa: E402
+from random_run import VIT, make_run  # noqa: E402
 from worker import Worker  # noqa: E402
 
 from explorer import data, embed, neighbors, outliers, projection, runs  # noqa: E402
-from explorer.pipeline import KNN_K  # noqa: E402
+from explorer.geometry import KNN_K, UMAP_CONTINUED_EPOCHS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pipeline.json"
-VIT = dict(
-    image_size=32,
-    patch_size=4,
-    num_channels=3,
-    hidden_size=192,
-    num_hidden_layers=6,
-    num_attention_heads=3,
-    intermediate_size=768,
-)
-STEPS_PER_CHECKPOINT = 50
 SIZE, FPS, TOP = (1280, 720), 4, 8
 NN_THRESHOLD = 0.3
 TARGETS = {"embed": 1.5, "k-NN": 5.0, "UMAP": 2.0, "frames": 3.0, "end to end": 2.0}
 PEAK_FRACTION_TARGET = 0.70
 STAGES = ("embed", "k-NN", "PCA", "UMAP", "frames")
-WRITING = ("assemble", "write default", "training log")  # explorer's table writing in run.json
+# explorer's table assembly and writing, as run.json's timings name them
+WRITING = ("assemble", "write timeline", "training log", "write default")
 
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# The run folder: K random ViT checkpoints and a loss log
-# ---------------------------------------------------------------------------------------------
-
-
-def make_run(folder: Path, checkpoints: int, seed: int = 0) -> Path:
-    """`checkpoint-<step>/` folders (ViTModel + ViTImageProcessor, size 32) and `log.csv`."""
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    folder.mkdir(parents=True)
-    last_step = STEPS_PER_CHECKPOINT * (checkpoints - 1)
-    for i in range(checkpoints):
-        step = STEPS_PER_CHECKPOINT * i
-        torch.manual_seed(seed + i)
-        path = folder / f"checkpoint-{step}"
-        ViTModel(ViTConfig(**VIT)).save_pretrained(path)
-        ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
-        epoch = step / max(last_step, 1)
-        (path / "trainer_state.json").write_text(json.dumps({"epoch": epoch, "global_step": step}))
-    rows = ["step,epoch,loss,learning_rate,eval_loss,eval_accuracy"]
-    for step in range(10, last_step + 1, 10):
-        rows.append(
-            f"{step},{step / max(last_step, 1):.4f},{2.3 * np.exp(-step / 80) + 0.3:.4f},5e-05,,"
-        )
-    (folder / "log.csv").write_text("\n".join(rows) + "\n")
-    return folder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +199,9 @@ class ExplorerSide:
         model = embed.load_model(self.checkpoints[i].path)
         parts["load model"] = time.perf_counter() - start
         start = time.perf_counter()
-        vectors, _, _ = embed.embed(model, self.pixels, self.prep, progress=False, dtype=dtype)
+        vectors, _, _ = embed.embed_pixels(
+            model, self.pixels, self.prep, progress=False, dtype=dtype
+        )
         parts["forward"] = time.perf_counter() - start
         (self.embeddings if dtype == "float32" else self.bfloat16)[i] = vectors
         return parts
@@ -278,7 +244,7 @@ class ExplorerSide:
             indices,
             distances,
             init=previous,
-            n_epochs=None if previous is None else 100,  # as explorer.pipeline does
+            n_epochs=None if previous is None else UMAP_CONTINUED_EPOCHS,  # as explorer.geometry
         )
 
     def build(self, out: str) -> dict:

@@ -20,24 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from random_run import make_run  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def make_run(folder: Path, checkpoints: int) -> Path:
-    """checkpoint-0 .. checkpoint-(K-1): 6-layer, 192-wide ViTs at 32 px with a 10-class head."""
-    import torch
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
-    config = ViTConfig(
-        hidden_size=192, num_hidden_layers=6, num_attention_heads=3, intermediate_size=768,
-        image_size=32, patch_size=4, num_labels=10,
-    )  # fmt: skip
-    for step in range(checkpoints):
-        torch.manual_seed(step)
-        target = folder / f"checkpoint-{step}"
-        ViTForImageClassification(config).save_pretrained(target)
-        ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(target)
-    return folder
 
 
 def timed_build(
@@ -65,7 +52,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", help="explorer build --dtype")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        run = make_run(Path(folder) / "run", args.checkpoints)
+        run = make_run(Path(folder) / "run", args.checkpoints, classes=10)
         seconds: dict[int, list[float]] = {1: [], args.processes: []}
         for _ in range(args.repeats):
             for processes in seconds:

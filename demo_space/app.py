@@ -1,14 +1,18 @@
 """Hugging Face Space: serve a dataset published by `explorer publish` in Renumics Spotlight.
 
-Standalone on purpose (needs renumics-spotlight and datasets, not explorer). Settings come
-from the environment (Space variables; HF_TOKEN as a secret for a private dataset):
+Standalone on purpose (needs renumics-spotlight and datasets, not explorer). The layout
+comes from the dataset repo: `explorer publish` writes `layouts/default.json`, the layout
+`explorer show` opens for that data, made by the same code for the columns the repo has,
+so the Space opens what `explorer show` opens. Settings come from the environment (Space
+variables; HF_TOKEN as a secret for a private dataset):
 
     HF_DATASET  Hub dataset id (USER/NAME) or local folder: a published repo folder, or a
                 `save_to_disk` folder such as OUT/default. Required.
     HF_CONFIG   config to show (default: "default")
     HF_SPLIT    split to show (default: "train")
-    LAYOUT      layout name looked up in the dataset's layouts/ and then next to this file,
-                or a JSON file (default: "pre_post_ft"); without one Spotlight's default
+    LAYOUT      layout name looked up in the dataset's layouts/, or a JSON file. Default:
+                "default" for the default config; for another config (other columns)
+                none, i.e. Spotlight's own.
     HOST, PORT  where to serve (default: 0.0.0.0:7860, what Spaces expect)
 
 Runs until stopped.
@@ -24,8 +28,6 @@ import datasets
 from huggingface_hub import hf_hub_download
 from renumics import spotlight
 
-HERE = Path(__file__).resolve().parent
-
 
 def load(source: str, config: str, split: str) -> datasets.Dataset:
     """The table to show: a `save_to_disk` folder as is, else `load_dataset(source, config)`."""
@@ -35,20 +37,19 @@ def load(source: str, config: str, split: str) -> datasets.Dataset:
 
 
 def find_layout(source: str, name: str) -> str | None:
-    """Path of the layout `name` (a name or a .json file), or None to use Spotlight's default."""
+    """Path of the layout `name` (a name in the dataset's layouts/, or a .json file), or
+    None to use Spotlight's default."""
     if name.endswith(".json"):
         return name if Path(name).is_file() else None
     relative = f"layouts/{name}.json"
     if Path(source).is_dir():
-        candidates = [Path(source) / relative]
-    else:
-        try:
-            candidates = [Path(hf_hub_download(source, relative, repo_type="dataset"))]
-        except Exception as error:  # no such file, or offline: a layout is not worth failing for
-            print(f"app: no {relative} in {source}: {type(error).__name__}", file=sys.stderr)
-            candidates = []
-    candidates.append(HERE / relative)  # the copy shipped with the Space
-    return next((str(path) for path in candidates if path.is_file()), None)
+        path = Path(source) / relative
+        return str(path) if path.is_file() else None
+    try:
+        return hf_hub_download(source, relative, repo_type="dataset")
+    except Exception as error:  # no such file, or offline: a layout is not worth failing for
+        print(f"app: no {relative} in {source}: {type(error).__name__}", file=sys.stderr)
+        return None
 
 
 def main() -> None:
@@ -58,8 +59,12 @@ def main() -> None:
         sys.exit("app: set HF_DATASET to a dataset id (USER/NAME) or a local folder")
     config, split = os.environ.get("HF_CONFIG", "default"), os.environ.get("HF_SPLIT", "train")
     dataset = load(source, config, split)
-    layout = find_layout(source, os.environ.get("LAYOUT", "pre_post_ft"))
-    print(f"app: {len(dataset)} rows from {source}, layout {layout or 'default'}", flush=True)
+    # The published layouts are made for the columns of `default`: another config gets
+    # Spotlight's own layout unless one is asked for.
+    name = os.environ.get("LAYOUT", "default" if config == "default" else "")
+    layout = find_layout(source, name) if name else None
+    shown = layout or "Spotlight's own"
+    print(f"app: {len(dataset)} rows from {source}, layout {shown}", flush=True)
     spotlight.show(
         dataset,
         host=os.environ.get("HOST", "0.0.0.0"),

@@ -3,6 +3,7 @@
 The library calls (each also a command of the `explorer` console script):
 
 - `explorer.build(...)`    dataset + two models, or a run of checkpoints -> enriched Dataset
+                           (its settings: `explorer.BuildConfig`)
 - `explorer.finetune(...)` fine-tune with frequent checkpoints and a loss log
 - `explorer.show(...)`     open an enriched dataset in Renumics Spotlight
 - `explorer.animate(...)`  the film of the embeddings during fine-tuning (GIF/MP4)
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 # Imported on first use so that `explorer --help` and `import explorer` stay fast.
 _PUBLIC = {
     "build": "explorer.pipeline",
+    "BuildConfig": "explorer.config",
     "finetune": "explorer.finetune",
     "show": "explorer.spotlight",
     "animate": "explorer.animate",

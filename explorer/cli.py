@@ -1,7 +1,9 @@
 """The `explorer` console script: every command is a thin call into a library function.
 
 Bad input raises `ExplorerError`; here it becomes one line on stderr and exit code 2
-(`--debug` shows the traceback instead).
+(`--debug` shows the traceback instead). The libraries are imported by the command that needs
+them, so that `explorer --help` answers at once; choices and defaults come from
+`explorer.config`, which imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -9,11 +11,24 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
+from explorer import __version__
+from explorer.config import (
+    DEVICES,
+    DTYPES,
+    KNN_METHODS,
+    POOLINGS,
+    PRESETS,
+    TIMELINE_UMAPS,
+    BuildConfig,
+    defaults,
+)
 from explorer.errors import ExplorerError
 
 EXIT_BAD_INPUT = 2
+BUILD = defaults()  # BuildConfig's defaults: the build options' defaults
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -39,60 +54,39 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
         help="Hub id, image folder, save_to_disk folder, 'digits' or 'fashion-mnist'",
     )
     parser.add_argument("--split", help="split to use (default: test, else the only split)")
-    parser.add_argument("--limit", type=int, help="use only the first N images")
+    parser.add_argument("--limit", type=int, help="use only N images (default: all)")
+    parser.add_argument(
+        "--sample",
+        choices=["random", "first"],
+        default="random",
+        help="which N images --limit keeps: a seeded random sample stratified by label, "
+        "the same each time, or the first N (default: random)",
+    )
     parser.add_argument("--image-column", help="name of the image column (default: found)")
     parser.add_argument("--label-column", help="name of the label column (default: found)")
-    parser.add_argument("--data-dir", type=Path, help="folder of fashion-mnist's IDX files")
-
-
-def _build(args: argparse.Namespace) -> int | None:
-    import os
-
-    if args.processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        from explorer.distributed import launch
-
-        argv = _without_option(args.argv, "--processes")
-        return launch(argv, args.processes, debug=args.debug)
-    from explorer.pipeline import build
-
-    build(
-        args.dataset,
-        foundation=args.foundation,
-        finetuned=args.finetuned,
-        run=args.run,
-        preset=args.preset,
-        out=args.out,
-        split=args.split,
-        limit=args.limit,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        data_dir=args.data_dir,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-        pooling=args.pooling,
-        neighbors=args.neighbors,
-        annoy_trees=args.annoy_trees,
-        nn_threshold=args.nn_threshold,
-        timeline_umap=args.timeline_umap,
-        overwrite=args.overwrite,
-        skip_bad_images=args.skip_bad_images,
-        trust_remote_code=args.trust_remote_code,
-        progress=not args.quiet,
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder of fashion-mnist's IDX files (default: Debian's, else the Hub)",
     )
 
 
-def _without_option(argv: list[str], option: str) -> list[str]:
-    """argv less `option VALUE` (or `option=VALUE`)."""
-    kept, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-        elif item == option:
-            skip = True
-        elif not item.startswith(option + "="):
-            kept.append(item)
-    return kept
+def _build(args: argparse.Namespace) -> int | None:
+    from explorer.distributed import launched
+
+    code = launched(args.argv, args.processes, debug=args.debug)  # None: build here
+    if code is not None:
+        return code
+    from explorer.pipeline import build
+
+    settings = {field.name: getattr(args, field.name) for field in fields(BuildConfig)}
+    build(
+        **settings,
+        preset=args.preset,
+        out=args.out,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
 
 
 def _finetune(args: argparse.Namespace) -> None:
@@ -108,6 +102,8 @@ def _finetune(args: argparse.Namespace) -> None:
         image_column=args.image_column,
         label_column=args.label_column,
         data_dir=args.data_dir,
+        sample=args.sample,
+        checkpoints=args.checkpoints,
         save_steps=args.save_steps,
         max_steps=args.max_steps,
         epochs=args.epochs,
@@ -127,7 +123,7 @@ def _show(args: argparse.Namespace) -> None:
 
 
 def _layouts(args: argparse.Namespace) -> None:
-    from explorer.spotlight import write_layouts
+    from explorer.layouts import write_layouts
 
     for path in write_layouts(args.out):
         print(path)
@@ -168,50 +164,131 @@ def _demo(args: argparse.Namespace) -> None:
     demo(args.out, show=not args.no_show, overwrite=args.overwrite, progress=not args.quiet)
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's, except that indented lines (the examples) are kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        fill = super()._fill_text
+        return "\n".join(
+            line if line.startswith("  ") else fill(line, width, indent)
+            for line in text.splitlines()
+        )
+
+
+def _command(commands, name: str, summary: str, description: str, example: str):
+    """A subcommand whose help ends with an example."""
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=f"example:\n  {example}",
+        formatter_class=_Formatter,
+    )
+
+
 def make_parser() -> argparse.ArgumentParser:
+    """The `explorer` command line: one subcommand per library function."""
     parser = argparse.ArgumentParser(
         prog="explorer",
         description="Enrich an image-classification dataset with embeddings, outlier scores and "
         "projections before and during fine-tuning, and review it in Renumics Spotlight.",
+        epilog="example:\n  explorer demo",
+        formatter_class=_Formatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_build(commands)
+    _add_finetune(commands)
+    _add_show(commands)
+    _add_layouts(commands)
+    _add_animate(commands)
+    _add_publish(commands)
+    _add_demo(commands)
+    return parser
 
-    build = commands.add_parser(
+
+def _add_build(commands) -> None:
+    """`explorer build`: the options of `explorer.build`, defaults from BuildConfig."""
+    build = _command(
+        commands,
         "build",
-        help="embed a dataset with two models (or every checkpoint of a run) and enrich it",
+        summary="embed a dataset with two models (or every checkpoint of a run) and enrich it",
         description="Write OUT/default (one row per image), OUT/run.json and, with --run, "
         "OUT/timeline and OUT/training_log.",
+        example="explorer build --dataset digits --run RUN --out OUT",
     )
     _add_source_arguments(build)
     build.add_argument("--foundation", help="foundation model: Hub id or local folder")
     build.add_argument("--finetuned", help="fine-tuned model: Hub id or local folder")
-    build.add_argument("--run", type=Path, help="folder of checkpoints from `explorer finetune`")
+    build.add_argument(
+        "--run",
+        type=Path,
+        help="folder of checkpoints from `explorer finetune`, instead of the two models",
+    )
     build.add_argument(
         "--preset",
-        choices=["cifar10", "cifar100", "mnist", "beans"],
+        choices=list(PRESETS),
         help="the seed article's dataset and models (needs the Hub)",
     )
-    build.add_argument("--out", type=Path, required=True, help="output folder")
-    build.add_argument("--batch-size", type=int, default=64)
-    build.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    build.add_argument("--out", type=Path, required=True, help="the OUT folder to write")
+    build.add_argument(
+        "--batch-size", type=int, default=BUILD["batch_size"], help="(default: %(default)s)"
+    )
+    build.add_argument(
+        "--device",
+        default=BUILD["device"],
+        choices=DEVICES,
+        help="auto: cuda when there is one (default: %(default)s)",
+    )
     build.add_argument(
         "--dtype",
-        default="float32",
-        choices=["float32", "bfloat16", "float16"],
-        help="float32 (exact), or bfloat16: faster on GPUs and recent CPUs (float16: GPU only)",
+        default=BUILD["dtype"],
+        choices=DTYPES,
+        help="float32 (exact), or bfloat16: faster on GPUs and recent CPUs (float16: GPU only) "
+        "(default: %(default)s)",
     )
     build.add_argument(
         "--processes",
         type=int,
         default=1,
-        help="share the embedding over N processes (GPUs) through Accelerate",
+        help="share the embedding over N processes (GPUs) through Accelerate "
+        "(default: %(default)s)",
     )
-    build.add_argument("--pooling", default="auto", choices=["auto", "cls", "mean", "pooler"])
-    build.add_argument("--neighbors", default="exact", choices=["exact", "annoy"])
-    build.add_argument("--annoy-trees", type=int, default=100)
-    build.add_argument("--nn-threshold", type=float, default=0.3)
-    build.add_argument("--timeline-umap", default="aligned", choices=["off", "aligned"])
+    build.add_argument(
+        "--pooling",
+        default=BUILD["pooling"],
+        choices=POOLINGS,
+        help="auto: the CLS token where the model has one, else its pooled output "
+        "(default: %(default)s)",
+    )
+    build.add_argument(
+        "--neighbors",
+        dest="knn",
+        default=BUILD["knn"],
+        choices=KNN_METHODS,
+        help="k-NN: exact (blocked, cosine) or the seed's approximate Annoy index "
+        "(default: %(default)s)",
+    )
+    build.add_argument(
+        "--annoy-trees",
+        type=int,
+        default=BUILD["annoy_trees"],
+        help="trees of the Annoy index, with --neighbors annoy (default: %(default)s)",
+    )
+    build.add_argument(
+        "--nn-threshold",
+        type=float,
+        default=BUILD["nn_threshold"],
+        help="nn_flag = nn_distance below this cosine distance (default: %(default)s)",
+    )
+    build.add_argument(
+        "--timeline-umap",
+        default=BUILD["timeline_umap"],
+        choices=TIMELINE_UMAPS,
+        help="aligned: a UMAP per checkpoint, each started from the one before; off: for the "
+        "first and last checkpoint only (default: %(default)s)",
+    )
     build.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     build.add_argument(
         "--skip-bad-images", action="store_true", help="drop unreadable images (named in run.json)"
@@ -222,68 +299,199 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(handler=_build)
 
-    finetune = commands.add_parser(
-        "finetune", help="fine-tune a model with frequent checkpoints and a loss log"
+
+def _add_finetune(commands) -> None:
+    """`explorer finetune`: the options of `explorer.finetune`."""
+    finetune = _command(
+        commands,
+        "finetune",
+        summary="fine-tune a model with frequent checkpoints and a loss log",
+        description="Write RUN/checkpoint-<step>/ folders (checkpoint-0: the untouched model) "
+        "and RUN/log.csv, for `explorer build --run RUN`.",
+        example="explorer finetune --dataset digits --model tiny-vit --out RUN --max-steps 480",
     )
     _add_source_arguments(finetune)
     finetune.add_argument("--model", required=True, help="Hub id, local folder or 'tiny-vit'")
     finetune.add_argument("--out", type=Path, required=True, help="run folder (checkpoints)")
     finetune.add_argument("--eval-split", help="split to evaluate on while training")
-    finetune.add_argument("--save-steps", type=int, default=10)
+    finetune.add_argument(
+        "--checkpoints",
+        type=int,
+        default=25,
+        help="about N checkpoints from the start to the end, denser early (default: 25)",
+    )
+    finetune.add_argument(
+        "--save-steps",
+        type=int,
+        default=None,
+        help="a checkpoint every N steps and at the end instead (default: off, see --checkpoints)",
+    )
     length = finetune.add_mutually_exclusive_group()
-    length.add_argument("--max-steps", type=int)
-    length.add_argument("--epochs", type=float)
-    finetune.add_argument("--lr", type=float, default=None, help="learning rate")
-    finetune.add_argument("--batch-size", type=int, default=32)
-    finetune.add_argument("--seed", type=int, default=0)
-    finetune.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    length.add_argument("--max-steps", type=int, help="train N steps (default: see --epochs)")
+    length.add_argument("--epochs", type=float, help="train N epochs (default: 3)")
+    finetune.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: 5e-5 for a pretrained model, 1e-3 for tiny-vit)",
+    )
+    finetune.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+    finetune.add_argument(
+        "--seed", type=int, default=0, help="seed of the new weights (default: %(default)s)"
+    )
+    finetune.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICES,
+        help="auto: cuda when there is one (default: %(default)s)",
+    )
     finetune.add_argument(
         "--trust-remote-code", action="store_true", help="run model code from the Hub (off)"
     )
-    finetune.add_argument("--quiet", action="store_true")
+    finetune.add_argument("--quiet", action="store_true", help="no progress bars")
     finetune.set_defaults(handler=_finetune)
 
-    show = commands.add_parser("show", help="open an enriched dataset in Spotlight")
-    show.add_argument("out", type=Path, help="output folder of `explorer build`")
-    show.add_argument("--layout", help="layout name (pre_post_ft, ...) or a JSON file")
-    show.add_argument("--host", default="127.0.0.1")
-    show.add_argument("--port", type=_port, default="auto")
-    show.add_argument("--no-browser", action="store_true")
+
+def _add_show(commands) -> None:
+    """`explorer show OUT`."""
+    show = _command(
+        commands,
+        "show",
+        summary="open an enriched dataset in Spotlight",
+        description="Serve OUT in Renumics Spotlight until Ctrl-C.",
+        example="explorer show OUT --layout pre_post_ft",
+    )
+    show.add_argument("out", metavar="OUT", type=Path, help="the folder `explorer build` wrote")
+    show.add_argument(
+        "--layout",
+        help="layout name (pre_post_ft, ...) or a JSON file (default: the one OUT fits)",
+    )
+    show.add_argument(
+        "--host", default="127.0.0.1", help="address to serve on (default: %(default)s)"
+    )
+    show.add_argument(
+        "--port",
+        type=_port,
+        default="auto",
+        help="port, or auto: a free one (default: %(default)s)",
+    )
+    show.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     show.set_defaults(handler=_show)
 
-    layouts = commands.add_parser("layouts", help="write the Spotlight layouts as JSON")
-    layouts.add_argument("--out", type=Path, default=Path("layouts"))
+
+def _add_layouts(commands) -> None:
+    """`explorer layouts`."""
+    layouts = _command(
+        commands,
+        "layouts",
+        summary="write the Spotlight layouts as JSON",
+        description="Write every Spotlight layout explorer offers as a JSON file.",
+        example="explorer layouts --out layouts",
+    )
+    layouts.add_argument(
+        "--out", type=Path, default=Path("layouts"), help="folder to write (default: %(default)s)"
+    )
     layouts.set_defaults(handler=_layouts)
 
-    animate = commands.add_parser("animate", help="render the embeddings during fine-tuning")
-    animate.add_argument("out", type=Path, help="output folder of `explorer build --run`")
-    animate.add_argument("--out", dest="file", type=Path, required=True, help="FILE.gif|FILE.mp4")
-    animate.add_argument("--projection", default="pca", choices=["pca", "umap"])
-    animate.add_argument("--fps", type=float, default=4)
-    animate.add_argument("--size", type=_size, default=(1280, 720), help="WxH in pixels")
-    animate.add_argument("--top-outliers", type=int, default=8)
-    animate.add_argument("--tween", type=int, default=0, help="frames between checkpoints")
-    animate.add_argument("--quiet", action="store_true")
+
+def _add_animate(commands) -> None:
+    """`explorer animate OUT --out FILE`."""
+    animate = _command(
+        commands,
+        "animate",
+        summary="render the embeddings during fine-tuning",
+        description="Render a film of the embeddings, checkpoint by checkpoint, from the OUT "
+        "folder of `explorer build --run`.",
+        example="explorer animate OUT --out film.gif",
+    )
+    animate.add_argument(
+        "out", metavar="OUT", type=Path, help="the folder `explorer build --run` wrote"
+    )
+    animate.add_argument(
+        "--out",
+        dest="file",
+        metavar="FILE",
+        type=Path,
+        required=True,
+        help="the film to write, FILE.gif or FILE.mp4",
+    )
+    animate.add_argument(
+        "--projection",
+        default="pca",
+        choices=["pca", "umap"],
+        help="the timeline's map to show (default: %(default)s)",
+    )
+    animate.add_argument(
+        "--fps", type=float, default=4, help="frames per second (default: %(default)s)"
+    )
+    animate.add_argument(
+        "--size", type=_size, default=(1280, 720), help="WxH in pixels (default: 1280x720)"
+    )
+    animate.add_argument(
+        "--top-outliers",
+        type=int,
+        default=8,
+        help="places on the outlier leaderboard (default: %(default)s)",
+    )
+    animate.add_argument(
+        "--tween",
+        type=int,
+        default=0,
+        help="frames between checkpoints (default: %(default)s)",
+    )
+    animate.add_argument("--quiet", action="store_true", help="no progress bar")
     animate.set_defaults(handler=_animate)
 
-    publish = commands.add_parser("publish", help="publish to the Hugging Face Hub")
-    publish.add_argument("out", type=Path, help="output folder of `explorer build`")
-    publish.add_argument("--repo-id", required=True, help="USER/NAME")
-    publish.add_argument("--private", action="store_true")
-    publish.add_argument("--folder", type=Path, help="only write the repo to this folder")
-    publish.add_argument("--no-embeddings-timeline", action="store_true")
+
+def _add_publish(commands) -> None:
+    """`explorer publish OUT`."""
+    publish = _command(
+        commands,
+        "publish",
+        summary="publish to the Hugging Face Hub",
+        description="Publish OUT's tables, layouts and a dataset card as a Hub dataset repo.",
+        example="explorer publish OUT --repo-id USER/NAME",
+    )
+    publish.add_argument("out", metavar="OUT", type=Path, help="the folder `explorer build` wrote")
+    publish.add_argument("--repo-id", required=True, help="the dataset repo, USER/NAME")
+    publish.add_argument(
+        "--private", action="store_true", help="make the repo private, when it is created"
+    )
+    publish.add_argument(
+        "--folder", type=Path, help="only write the repo to this folder (default: upload it)"
+    )
+    publish.add_argument(
+        "--no-embeddings-timeline",
+        action="store_true",
+        help="leave the timeline's embeddings out",
+    )
     publish.set_defaults(handler=_publish)
 
-    demo = commands.add_parser("demo", help="the whole story offline, on scikit-learn's digits")
-    demo.add_argument("--out", type=Path, default=Path("explorer-demo"))
+
+def _add_demo(commands) -> None:
+    """`explorer demo`."""
+    demo = _command(
+        commands,
+        "demo",
+        summary="the whole story offline, on scikit-learn's digits",
+        description="Fine-tune a small ViT on digits, build OUT from every checkpoint, render "
+        "the film and open Spotlight: offline, in about a minute.",
+        example="explorer demo --out explorer-demo",
+    )
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("explorer-demo"),
+        help="folder to write (default: %(default)s)",
+    )
     demo.add_argument("--no-show", action="store_true", help="do not open Spotlight at the end")
-    demo.add_argument("--overwrite", action="store_true")
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--overwrite", action="store_true", help="start afresh, not reuse")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_demo)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `explorer ARGV`; return the exit code (2 for bad input, 130 when interrupted)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = make_parser().parse_args(argv)
     args.argv = argv

@@ -33,6 +33,32 @@ DEFAULT = {
     "is_label_issue": "cleanlab find_label_issues flags the given label as likely wrong.",
 }
 
+# Per-image training dynamics: columns of OUT/default once the build writes them.
+DYNAMICS = {
+    # Training dynamics, in a build from a run (explorer/dynamics.py), measured over its
+    # checkpoints rather than over epochs or presentations as in the papers. The untouched
+    # model (step 0) is left out when at least two trained checkpoints remain: its new head
+    # predicts by chance.
+    # - Swayamdipta et al., 2020, "Dataset Cartography: Mapping and Diagnosing Datasets with
+    #   Training Dynamics", EMNLP: confidence, variability, correctness, region.
+    # - Toneva et al., 2019, "An Empirical Study of Example Forgetting during Deep Neural
+    #   Network Learning", ICLR: forgetting_events, learned_step.
+    "confidence": "Mean over checkpoints of the probability the head gives the given label, "
+    "in [0, 1] (Dataset Cartography).",
+    "variability": "Standard deviation over checkpoints of that probability, in [0, 0.5] "
+    "(Dataset Cartography).",
+    "correctness": "Share of checkpoints whose head predicts the given label, in [0, 1] "
+    "(Dataset Cartography).",
+    "region": "Data-map region: ambiguous where variability is in the top third of the images "
+    "and at least 0.1; else easy where confidence >= 0.5; else hard (Dataset Cartography).",
+    "forgetting_events": "Times the image went from predicted right to wrong between "
+    "consecutive checkpoints (Toneva et al.).",
+    "learned_step": "Earliest step from which every checkpoint predicts the given label; "
+    "null when the last one gets it wrong (Toneva et al.).",
+    "movement": "1 - Jaccard overlap of the image's 10 nearest neighbours at the first and the "
+    "last checkpoint, in [0, 1]: 0 = same neighbours, 1 = none in common.",
+}
+
 TIMELINE = {
     "row": "Row of the image in the default table.",
     "step": "Training step of the checkpoint (0 = the untouched model).",
@@ -54,4 +80,26 @@ TRAINING_LOG = {
     "learning_rate": "Learning rate at this step.",
     "eval_loss": "Evaluation loss, where evaluated.",
     "eval_accuracy": "Evaluation accuracy, where evaluated.",
+}
+
+CHECKPOINTS = {
+    "step": "Training step of the checkpoint (0 = the untouched model).",
+    "epoch": "Training epoch of the checkpoint; NaN when unknown.",
+    "loss": "Training loss logged at or just before this step; NaN when none was.",
+    "accuracy": "Share of images the checkpoint's head predicts as their label. "
+    "Only with a classification head.",
+    "per_class_accuracy": "Accuracy within each class (its recall), one value per class in "
+    "label order; NaN for a class absent from the data. Only with a classification head.",
+    "knn_accuracy": "Share of images whose 10 nearest other images (this checkpoint's "
+    "embeddings, cosine) vote for their label. Only with labels.",
+    "class_separation": "Cosine silhouette score of the classes in this checkpoint's "
+    "embeddings, in [-1, 1] (on a sample of 2,000 images above that); high = classes apart. "
+    "Only with labels.",
+    "mean_outlier_score": "Mean cleanlab OutOfDistribution score of the images at this "
+    "checkpoint; low means many outliers.",
+    "outliers": "Images flagged as outliers at this checkpoint.",
+    "label_issues": "Images whose label cleanlab flags as likely wrong from this checkpoint's "
+    "predictions. Only with a classification head and labels.",
+    "movement": "Mean over images of 1 - Jaccard overlap of their 10 nearest neighbours "
+    "since the previous checkpoint; NaN for the first.",
 }

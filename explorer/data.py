@@ -9,15 +9,17 @@ Sources, tried in this order:
 - anything else is a Hub dataset id, loaded with `datasets.load_dataset`.
 
 The result always has an `image` column (`datasets.Image`) and, when the source has labels,
-a `label` column (`datasets.ClassLabel`); other columns are dropped.
+a `label` column (`datasets.ClassLabel`); other columns are dropped. A `limit` keeps a seeded
+sample stratified by label (`sample_rows`), or the first rows with `sample="first"`.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import datasets
 import numpy as np
@@ -34,7 +36,17 @@ FASHION_MNIST_CLASSES = [
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]  # fmt: skip
 FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
+FASHION_MNIST_NAMES = ("fashion-mnist", "fashion_mnist")
 DIGITS_TEST_FRACTION = 0.25
+SAMPLES = ("random", "first")
+SAMPLE_SEED = 0  # fixed: finetune and build draw the same rows for the same arguments
+
+
+class Loaded(NamedTuple):
+    """What `load_with_rows` returns: the dataset and the source rows it holds."""
+
+    dataset: datasets.Dataset
+    rows: list[int] | None  # rows of the source split, ascending; None: all of it, in order
 
 
 def load(
@@ -44,32 +56,127 @@ def load(
     image_column: str | None = None,
     label_column: str | None = None,
     data_dir: str | Path | None = None,
+    sample: str = "random",
+    seed: int = SAMPLE_SEED,
 ) -> datasets.Dataset:
     """Load one split of `source` as a Dataset with `image` (and `label` where there is one).
 
-    `split` defaults to `test` where the source has one, else its only split. `limit` keeps the
-    first N rows. Raises ExplorerError for a source that does not exist or has no images.
+    `split` defaults to `test` where the source has one, else its only split. `limit` keeps N
+    rows: with `sample="random"` (the default) a seeded sample stratified by label (see
+    `sample_rows`), with `sample="first"` the first N. Raises ExplorerError for a source that
+    does not exist or has no images. `load_with_rows` also says which source rows were taken.
     """
+    return load_with_rows(
+        source, split, limit, image_column, label_column, data_dir, sample=sample, seed=seed
+    ).dataset
+
+
+def load_with_rows(
+    source: str | Path,
+    split: str | None = None,
+    limit: int | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    data_dir: str | Path | None = None,
+    sample: str = "random",
+    seed: int = SAMPLE_SEED,
+) -> Loaded:
+    """`load`, returning Loaded(dataset, rows): `rows` are the indices in the source split of
+    the rows kept, ascending (None without a `limit`, or when it covers the whole split)."""
     if limit is not None and limit < 1:
         raise ExplorerError(f"--limit must be at least 1, not {limit}")
-    dataset = _load_any(str(source), split, data_dir, limit)
-    if limit is not None:
-        dataset = dataset.select(range(min(limit, dataset.num_rows)))
-    return _normalise_columns(dataset, str(source), image_column, label_column)
-
-
-def _load_any(
-    source: str, split: str | None, data_dir: str | Path | None, limit: int | None
-) -> datasets.Dataset:
-    if source == "digits":
-        return _pick_split(load_digits(), split, source)
-    if source in ("fashion-mnist", "fashion_mnist"):
-        local = read_fashion_mnist(data_dir)
-        if not local:
-            return _load_hub(FASHION_MNIST_HUB_ID, split)
+    if sample not in SAMPLES:
+        raise ExplorerError(f"--sample must be one of {', '.join(SAMPLES)}, not {sample!r}")
+    source = str(source)
+    local = read_fashion_mnist(data_dir) if source in FASHION_MNIST_NAMES else {}
+    if local:
         # Only the rows asked for become PNGs: encoding all 70,000 takes seconds.
         images, labels = _pick_split(local, split, source)
-        return _from_arrays(images[:limit], labels[:limit], FASHION_MNIST_CLASSES)
+        rows = _rows(len(labels), limit, labels, sample, seed)
+        if rows is not None:
+            images, labels = images[rows], labels[rows]
+        dataset = _from_arrays(images, labels, FASHION_MNIST_CLASSES)
+        image_column, label_column = _find_columns(dataset, source, image_column, label_column)
+    else:
+        dataset = _load_any(source, split, data_dir)
+        image_column, label_column = _find_columns(dataset, source, image_column, label_column)
+        labels = _labels_for_sampling(dataset, label_column) if limit is not None else None
+        rows = _rows(dataset.num_rows, limit, labels, sample, seed)
+        if rows is not None:
+            dataset = dataset.select(rows)
+    dataset = _normalise_columns(dataset, image_column, label_column)
+    return Loaded(dataset, None if rows is None else [int(row) for row in rows])
+
+
+def sample_rows(
+    num_rows: int,
+    n: int,
+    labels: Sequence | np.ndarray | None = None,
+    *,
+    sample: str = "random",
+    seed: int = SAMPLE_SEED,
+) -> np.ndarray:
+    """Which `n` of `num_rows` rows to keep: their indices, ascending (all rows when n >= num_rows).
+
+    sample `first`: rows 0..n-1. sample `random`: a sample drawn with `seed`; with `labels`
+    (one per row, any hashable values) it is stratified: each label gets its share of n (largest
+    remainders), and every label at least one row when n is at least the number of labels.
+    The same arguments always give the same rows.
+    """
+    if n >= num_rows:
+        return np.arange(num_rows)
+    if sample == "first":
+        return np.arange(n)
+    if sample != "random":
+        raise ExplorerError(f"--sample must be one of {', '.join(SAMPLES)}, not {sample!r}")
+    rng = np.random.default_rng(seed)
+    codes = _label_codes(labels) if labels is not None else None
+    if codes is None or len(codes) != num_rows:
+        return np.sort(rng.choice(num_rows, size=n, replace=False))
+    classes, counts = np.unique(codes, return_counts=True)
+    share = n * counts / num_rows
+    take = np.floor(share).astype(int)
+    # the rows the floors left over go to the largest remainders (ties: the lower label)
+    take[np.argsort(take - share, kind="stable")[: n - take.sum()]] += 1
+    if n >= len(classes):  # a label too rare for a whole row still shows up once
+        for missing in np.flatnonzero(take == 0):
+            take[np.argmax(take)] -= 1
+            take[missing] = 1
+    chosen = [
+        rng.choice(np.flatnonzero(codes == label), size=count, replace=False)
+        for label, count in zip(classes, take, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen))
+
+
+def _rows(
+    num_rows: int, limit: int | None, labels: Any, sample: str, seed: int
+) -> np.ndarray | None:
+    """The rows `limit` keeps, or None for all of them (no limit, or one the split fits in)."""
+    if limit is None or limit >= num_rows:
+        return None
+    return sample_rows(num_rows, limit, labels, sample=sample, seed=seed)
+
+
+def _label_codes(labels: Sequence | np.ndarray) -> np.ndarray | None:
+    """Labels as integer codes (in order of first appearance); None for unhashable ones."""
+    codes: dict = {}
+    try:
+        return np.array([codes.setdefault(label, len(codes)) for label in labels], dtype=np.int64)
+    except TypeError:  # a list per row (multi-label): sampled unstratified
+        return None
+
+
+def _labels_for_sampling(dataset: datasets.Dataset, label_column: str | None) -> list | None:
+    # only the label column is read: the images stay on disk
+    return None if label_column is None else dataset[label_column][:]
+
+
+def _load_any(source: str, split: str | None, data_dir: str | Path | None) -> datasets.Dataset:
+    if source == "digits":
+        return _pick_split(load_digits(), split, source)
+    if source in FASHION_MNIST_NAMES:
+        return _load_hub(FASHION_MNIST_HUB_ID, split)  # the IDX files are not there
     path = Path(source).expanduser()
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
@@ -139,9 +246,10 @@ def _pick_split(loaded: Any, split: str | None, source: str) -> Any:
     return loaded[split]
 
 
-def _normalise_columns(
+def _find_columns(
     dataset: datasets.Dataset, source: str, image_column: str | None, label_column: str | None
-) -> datasets.Dataset:
+) -> tuple[str, str | None]:
+    """The names of the image column and the label column (None: no labels) of `dataset`."""
     features = dataset.features
     image_column = image_column or next(
         (name for name in IMAGE_COLUMNS if name in features),
@@ -160,6 +268,13 @@ def _normalise_columns(
         (name for name in LABEL_COLUMNS if name in features),
         next((n for n, f in features.items() if isinstance(f, datasets.ClassLabel)), None),
     )
+    return image_column, label_column
+
+
+def _normalise_columns(
+    dataset: datasets.Dataset, image_column: str, label_column: str | None
+) -> datasets.Dataset:
+    """Keep only the two columns, named `image` (a datasets.Image) and `label` (a ClassLabel)."""
     keep = [image_column] + ([label_column] if label_column else [])
     dataset = dataset.select_columns(keep)
     if image_column != "image":

@@ -3,13 +3,16 @@
 Three steps, each reusable on its own:
 
 1. `Preprocessing.from_model(path)` reads the model's image-processor config (size, crop,
-   resampling, rescale, mean, std).
+   resampling, rescale, mean, std); `image_processor` gives a model saved without one the
+   processor `explorer finetune` saves beside it.
 2. `prepare_pixels(images, preprocessing)` decodes and resizes every image once into a uint8
    tensor: the same tensor serves every checkpoint of a run (the seed ran the processor per batch
    per checkpoint, although its output never changes).
-3. `embed(model, pixels, preprocessing)` rescales and normalises per batch in torch and pools the
-   backbone's output: the CLS token where the architecture has one, the pooled output where it
-   has none (Swin, ConvNeXt, ResNet: the seeds took token 0 of every model, wrong for those).
+3. `embed_pixels(model, pixels, preprocessing)` rescales and normalises per batch in torch and
+   pools the backbone's output: the CLS token where the architecture has one, the pooled output
+   where it has none (Swin, ConvNeXt, ResNet: the seeds took token 0 of every model, wrong for
+   those). `embed_model(path, pixels, preprocessing)` loads the model first and returns an
+   `Embedded`: the embeddings, the probabilities and the model's `ModelFacts`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 import numpy as np
@@ -28,7 +32,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from explorer import offline
+from explorer.config import DTYPES, POOLINGS
 from explorer.errors import ExplorerError
+from explorer.progress import quiet_libraries
+
+if TYPE_CHECKING:
+    from transformers.image_processing_utils import BaseImageProcessor
 
 # Architectures whose token 0 is a CLS token trained to summarise the image.
 CLS_TOKEN_MODELS = {
@@ -44,8 +53,9 @@ CLS_TOKEN_MODELS = {
     "clip_vision_model",
     "siglip_vision_model",
 }
-POOLINGS = ("auto", "cls", "mean", "pooler")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
+# What a model saved without an image-processor config is given: inputs scaled to [-1, 1].
+FALLBACK_MEAN = FALLBACK_STD = (0.5, 0.5, 0.5)
 
 
 @dataclass(frozen=True)
@@ -67,31 +77,13 @@ class Preprocessing:
 
     @classmethod
     def from_model(cls, model_path: str | Path) -> Preprocessing:
-        """Read the image-processor config saved beside a model (Hub id or folder)."""
-        from transformers import AutoImageProcessor
-        from transformers.utils import logging as transformers_logging
-
-        try:
-            # Only the config's numbers are used: quiet the "no torchvision, using PIL" notice.
-            verbosity = transformers_logging.get_verbosity()
-            transformers_logging.set_verbosity_error()
-            try:
-                processor = AutoImageProcessor.from_pretrained(str(model_path))
-            finally:
-                transformers_logging.set_verbosity(verbosity)
-        except (OSError, ValueError):
-            # No preprocessor_config.json: the model's own input size, inputs scaled to [-1, 1].
-            size = getattr(load_config(model_path), "image_size", 224)
-            warnings.warn(
-                f"{model_path} has no image-processor config; resizing to {size}x{size} "
-                "with mean 0.5 and std 0.5",
-                stacklevel=2,
-            )
-            return cls(size, size, None, None, Image.BILINEAR, 1 / 255, (0.5,) * 3, (0.5,) * 3)
-        return cls.from_processor(processor)
+        """Read the image-processor config saved beside a model (Hub id or folder); for a model
+        saved without one, that of `image_processor`'s fallback."""
+        return cls.from_processor(image_processor(model_path))
 
     @classmethod
-    def from_processor(cls, processor) -> Preprocessing:
+    def from_processor(cls, processor: BaseImageProcessor) -> Preprocessing:
+        """The numbers of a transformers image processor."""
         size = dict(getattr(processor, "size", None) or {}) if processor.do_resize else {}
         shortest = size.get("shortest_edge")
         crop = None
@@ -116,6 +108,7 @@ class Preprocessing:
         )
 
     def key(self) -> str:
+        """These numbers as canonical JSON text: equal keys, equal preprocessing."""
         return json.dumps(asdict(self), sort_keys=True)
 
     def resize(self, image: Image.Image) -> Image.Image:
@@ -141,6 +134,47 @@ class Preprocessing:
         mean = torch.tensor(self.mean, device=pixels.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=pixels.device).view(1, 3, 1, 1)
         return (pixels.float() * self.rescale - mean) / std
+
+
+def image_processor(
+    name_or_path: str | Path, trust_remote_code: bool = False
+) -> BaseImageProcessor:
+    """The image processor saved beside a model (Hub id or folder).
+
+    A model saved without one gets, with a warning, `vit_processor` of the model's own input
+    size (its config's image_size, else 224): what `explorer finetune` saves into such a
+    model's checkpoints, so that every checkpoint of a run is preprocessed alike.
+    """
+    from transformers import AutoImageProcessor
+
+    try:
+        with quiet_libraries(notices=True):  # only the processor's numbers are used
+            return AutoImageProcessor.from_pretrained(
+                str(name_or_path), trust_remote_code=trust_remote_code
+            )
+    except (OSError, ValueError):
+        pass
+    size = int(getattr(load_config(name_or_path, trust_remote_code), "image_size", 224))
+    warnings.warn(
+        f"{name_or_path} has no image-processor config; resizing to {size}x{size} "
+        "with mean 0.5 and std 0.5",
+        stacklevel=3,
+    )
+    return vit_processor(size)
+
+
+def vit_processor(size: int) -> BaseImageProcessor:
+    """A transformers ViTImageProcessor resizing to `size` x `size`, mean and std 0.5."""
+    # Naming the class without torchvision installed logs a notice (it falls back to PIL), so it
+    # is looked up here, quieted, not at import.
+    with quiet_libraries(notices=True):
+        import transformers
+
+        return transformers.ViTImageProcessor(
+            size={"height": size, "width": size},
+            image_mean=list(FALLBACK_MEAN),
+            image_std=list(FALLBACK_STD),
+        )
 
 
 class UnreadableImages(ExplorerError):
@@ -267,12 +301,12 @@ def _pool(output, pooling: str) -> torch.Tensor:
     hidden = output.last_hidden_state
     if pooling == "cls":
         if hidden.dim() != 3:
-            raise ExplorerError("--pooling cls needs a model with tokens; use pooler or mean")
+            raise ExplorerError("pooling cls needs a model with tokens; use pooler or mean")
         return hidden[:, 0].clone()  # a view would keep the batch's hidden states alive
     if pooling == "pooler":
         pooled = getattr(output, "pooler_output", None)
         if pooled is None:
-            raise ExplorerError("the model has no pooled output; use --pooling cls or mean")
+            raise ExplorerError("the model has no pooled output; use pooling cls or mean")
         return pooled.flatten(1)  # ResNet's is (B, C, 1, 1)
     # mean over tokens (B, T, D) or over the spatial grid (B, C, H, W)
     return hidden.mean(dim=1) if hidden.dim() == 3 else hidden.mean(dim=(2, 3))
@@ -320,13 +354,13 @@ def _restore(layers: list[torch.nn.Linear]) -> None:
 def check_dtype(dtype: str, device: str) -> None:
     """ExplorerError unless `dtype` is one of DTYPES and runs on `device` (float16 is GPU only)."""
     if dtype not in DTYPES:
-        raise ExplorerError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        raise ExplorerError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if device.startswith("cpu") and dtype == "float16":
         raise ExplorerError("--dtype float16 is for GPUs: on the CPU use bfloat16")
 
 
 @torch.inference_mode()
-def embed(
+def embed_pixels(
     model: torch.nn.Module,
     pixels: torch.Tensor,
     preprocessing: Preprocessing,
@@ -338,18 +372,32 @@ def embed(
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Embed uint8 pixels (N, 3, H, W) with `model`, pooled as `pooling` (see resolve_pooling).
 
-    Returns (embeddings float32 (N, D), class probabilities float32 (N, C) or None when the
-    model has no classification head, the pooling used).
+    Parameters
+    ----------
+    model : torch.nn.Module
+        An image backbone, or a classifier around one (`load_model`), on its device.
+    pixels : torch.Tensor
+        uint8 (N, 3, H, W), from `prepare_pixels` with `preprocessing`.
+    pooling : {"auto", "cls", "mean", "pooler"}, default="auto"
+    batch_size : int, default=64
+    progress : bool, default=True
+        Show a progress bar labelled `desc`.
+    dtype : {"float32", "bfloat16", "float16"}, default="float32"
+        `bfloat16` or `float16` runs the model under autocast on a GPU. On the CPU, `bfloat16`
+        casts the model's weights to bfloat16, in place (autocast would cast them again for
+        every batch): about 1.6x faster on CPUs with AVX512-BF16 or AMX, embeddings within
+        cosine 1e-4 of float32. `float16` on the CPU is refused (several times slower there).
 
-    dtype `bfloat16` or `float16` runs the model under autocast on a GPU. On the CPU,
-    `bfloat16` casts the model's weights to bfloat16, in place (autocast would cast them again
-    for every batch): about 1.6x faster on CPUs with AVX512-BF16 or AMX, embeddings within
-    cosine 1e-4 of float32. `float16` on the CPU is refused (several times slower there).
+    Returns
+    -------
+    tuple
+        (embeddings float32 (N, D), class probabilities float32 (N, C) or None when the model
+        has no classification head, the pooling used).
     """
     device = next(model.parameters()).device
     check_dtype(dtype, device.type)
     if device.type == "cpu" and dtype != "float32":
-        model.to(DTYPES[dtype])
+        model.to(TORCH_DTYPES[dtype])
     input_dtype = next(model.parameters()).dtype if device.type == "cpu" else torch.float32
     captured = {}
     backbone = model.base_model
@@ -358,7 +406,7 @@ def embed(
     hook = backbone.register_forward_hook(lambda _m, _i, out: captured.__setitem__("out", out))
     on_gpu = device.type == "cuda"
     autocast = (
-        torch.autocast("cuda", dtype=DTYPES[dtype])
+        torch.autocast("cuda", dtype=TORCH_DTYPES[dtype])
         if on_gpu and dtype != "float32"
         else contextlib.nullcontext()
     )
@@ -387,10 +435,93 @@ def embed(
     return result, (torch.cat(probabilities).cpu().numpy() if has_head else None), pooling
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What run.json says of a model or checkpoint that was embedded (its `models` entries)."""
+
+    name: str  # Hub id or folder, as given
+    model_type: str  # the transformers config's model_type, such as vit or swin
+    pooling: str  # the pooling used (what `auto` became)
+    dim: int  # embedding size D
+    id2label: dict[int, str] | None  # the head's class names by output index; None: no head
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One model's (or checkpoint's) output for a set of images, row i for image i."""
+
+    vectors: np.ndarray  # embeddings, float32 (N, D)
+    probabilities: np.ndarray | None  # of the head's classes, float32 (N, C); None: no head
+    facts: ModelFacts
+
+    def rows(self, rows: slice) -> Embedded:
+        """The same output for the images in `rows` only."""
+        probabilities = None if self.probabilities is None else self.probabilities[rows]
+        return Embedded(self.vectors[rows], probabilities, self.facts)
+
+
+def embed_model(
+    name_or_path: str | Path,
+    pixels: torch.Tensor,
+    preprocessing: Preprocessing,
+    *,
+    device: str = "cpu",
+    pooling: str = "auto",
+    batch_size: int = 64,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> Embedded:
+    """Load a model (Hub id or folder) and embed `pixels` with it.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        The model: a Hub id or a folder with config.json and weights.
+    pixels : torch.Tensor
+        uint8 (N, 3, H, W), from `prepare_pixels` with `preprocessing`.
+    device, pooling, batch_size, dtype, progress
+        As for `load_model` and `embed_pixels`.
+    trust_remote_code : bool, default=False
+        Run model code from the Hub.
+
+    Returns
+    -------
+    Embedded
+        The embeddings, the class probabilities where the model has a head, and its facts.
+
+    Raises
+    ------
+    ExplorerError
+        When the model cannot be loaded, or embedding fails (the message then names the model).
+    """
+    name = str(name_or_path)
+    model = load_model(name, device, trust_remote_code)
+    try:
+        vectors, probabilities, pooling = embed_pixels(
+            model, pixels, preprocessing, pooling, batch_size, progress,
+            desc=f"embed {Path(name).name}", dtype=dtype,
+        )  # fmt: skip
+    except ExplorerError as error:
+        raise ExplorerError(f"{name}: {error}") from None
+    facts = ModelFacts(
+        name=name,
+        model_type=model.config.model_type,
+        pooling=pooling,
+        dim=int(vectors.shape[1]),
+        id2label=None if probabilities is None else _id2label(model),
+    )
+    return Embedded(vectors, probabilities, facts)
+
+
+def _id2label(model: torch.nn.Module) -> dict[int, str]:
+    return {int(i): str(name) for i, name in model.config.id2label.items()}
+
+
 def pick_device(device: str = "auto") -> str:
     """`auto` means CUDA when there is one."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ExplorerError("--device cuda, but torch sees no CUDA device: use --device cpu")
+        raise ExplorerError("device cuda, but torch sees no CUDA device: use device cpu")
     return device

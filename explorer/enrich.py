@@ -1,19 +1,19 @@
 """The enriched tables: numpy columns in, typed `datasets.Dataset` out, saved without loss.
 
-`enriched_table` puts the computed columns beside the images (with `nn_image`, the nearest
-neighbour's image, taken from the same table without decoding anything); `timeline_table`
-and `training_log_table` are the per-checkpoint and per-step tables. `save` writes a table to a
-temporary folder and renames it into place, so a killed run never leaves half a table.
+`columns_table` turns numpy columns into a typed table (the timeline is one); `enriched_table`
+puts the computed columns beside the images (with `nn_image`, the nearest neighbour's image,
+taken from the same table without decoding anything). `save` writes a table whole or not at
+all (`explorer.files`), so a killed run never leaves half a table.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import datasets
 import numpy as np
+
+from explorer.files import written_in_place
 
 # The order of the default table's columns; names follow the seed article.
 DEFAULT_ORDER = [
@@ -93,28 +93,7 @@ def enriched_table(
 
 
 def save(table: datasets.Dataset, path: str | Path) -> Path:
-    """save_to_disk into `path` through a temporary sibling folder and a rename."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    table.save_to_disk(str(partial))
-    replace_folder(partial, path)
-    return path
-
-
-def restore_interrupted(target: Path) -> None:
-    """A run killed between the two renames of `replace_folder` left `target` only as
-    `target.old`: put it back."""
-    old = target.with_name(target.name + ".old")
-    if old.exists() and not target.exists():
-        os.replace(old, target)
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Put folder `new` at `target`; what was there is replaced by two renames, then deleted."""
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+    """`save_to_disk` into the folder `path`, through a temporary sibling and a rename."""
+    with written_in_place(path) as partial:
+        table.save_to_disk(str(partial))
+    return Path(path)

@@ -5,11 +5,14 @@ folder, or `tiny-vit` (a small ViT built from a config and trained from scratch,
 Out: a run folder in the shape `explorer.runs` describes, which `explorer build --run` reads:
 
 - `checkpoint-0/`: the untouched model, so that the timeline starts at the foundation;
-- `checkpoint-<step>/` every `save_steps` steps and at the end: weights, config.json, the image
-  processor's preprocessor_config.json and trainer_state.json (no optimizer state: the timeline
-  needs only the weights, and Adam's moments would triple the disk used);
+- `checkpoint-<step>/` at about `checkpoints` steps spaced geometrically, denser early where
+  the embeddings change fastest (`checkpoint_steps`), or every `save_steps` steps and at the
+  end: weights, config.json, the image processor's preprocessor_config.json and
+  trainer_state.json (no optimizer state: the timeline needs only the weights, and Adam's
+  moments would triple the disk used);
 - `log.csv`: step, epoch, loss, learning_rate (and eval_loss, eval_accuracy with an eval split),
-  one row per logged step, written as the run goes so that a killed run keeps its log.
+  one row per logged step, written as the run goes so that a killed run keeps its log;
+- `explorer-run.json`: the data it was trained on (`runs.read_training_data`) and the settings.
 
 Images are decoded and resized once (`embed.prepare_pixels`); each batch is only normalised.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,7 +29,6 @@ import datasets
 import numpy as np
 import torch
 from transformers import (
-    AutoImageProcessor,
     AutoModelForImageClassification,
     PrinterCallback,
     ProgressCallback,
@@ -37,10 +39,10 @@ from transformers import (
     ViTForImageClassification,
     set_seed,
 )
-from transformers.utils import logging as transformers_logging
 
 from explorer import data, embed, runs
 from explorer.errors import ExplorerError
+from explorer.progress import quiet_libraries
 
 TINY_VIT = "tiny-vit"
 PRETRAINED_LR = 5e-5  # the usual rate for fine-tuning a pretrained ViT
@@ -48,6 +50,7 @@ SCRATCH_LR = 1e-3  # tiny-vit learns from random weights: a rate this high, with
 WARMUP_RATIO = 0.1
 DEFAULT_EPOCHS = 3.0  # when neither max_steps nor epochs is given (the Trainer's own default)
 EVAL_BATCH_SIZE = 128
+DEFAULT_CHECKPOINTS = 25  # frames enough for a smooth film; a build over them takes minutes
 
 
 def finetune(
@@ -61,7 +64,9 @@ def finetune(
     image_column: str | None = None,
     label_column: str | None = None,
     data_dir: str | Path | None = None,
-    save_steps: int = 10,
+    sample: str = "random",
+    checkpoints: int = DEFAULT_CHECKPOINTS,
+    save_steps: int | None = None,
     max_steps: int | None = None,
     epochs: float | None = None,
     lr: float | None = None,
@@ -76,31 +81,39 @@ def finetune(
 
     dataset: a Hub id, image folder, `save_to_disk` folder, `digits` or `fashion-mnist`; its
     `split` (default `train`) must have labels. eval_split: evaluated (loss and accuracy) at
-    the start and every `save_steps` steps. limit: the first N images of each split.
+    the start and at every checkpoint. limit: N images of each split, chosen by `sample`:
+    `random` (seeded, stratified by label: `data.sample_rows`) or `first`; `explorer build`
+    takes the same rows for the same arguments. checkpoints: about this many checkpoints
+    (checkpoint-0 and the last step included), spaced geometrically over the planned steps
+    (`checkpoint_steps`); save_steps: a checkpoint every N steps and at the end instead.
     model: a Hub id, a local folder, or `tiny-vit`; its head is replaced by one with the
     dataset's classes where the sizes differ. Train for `max_steps` steps or `epochs` epochs
     (default 3 epochs) at learning rate `lr` (default 5e-5, or 1e-3 for tiny-vit from scratch)
     with linear warmup and decay. logging_steps: a log.csv row every N steps. seed: model
     initialisation and batch order; the same seed gives the same run. device: `auto`, `cpu`
-    or `cuda`. `out` must not exist or be empty. Raises ExplorerError on bad input.
+    or `cuda`. `out` must not exist or be empty. The data and settings are recorded in
+    out/explorer-run.json (`runs.read_training_data`). Raises ExplorerError on bad input.
     """
     out = Path(out)
     split = split or "train"
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExplorerError(f"{out} already exists and is not empty: give a new or empty --out")
-    _check_numbers(save_steps, max_steps, epochs, lr, batch_size, logging_steps)
+    _check_numbers(save_steps, max_steps, epochs, lr, batch_size, logging_steps, checkpoints)
     device = embed.pick_device(device)
 
-    train_images = data.load(dataset, split, limit, image_column, label_column, data_dir)
+    reading = (image_column, label_column, data_dir)
+    train_images, train_rows = data.load_with_rows(dataset, split, limit, *reading, sample=sample)
     names = data.class_names(train_images)
     if names is None:
         raise ExplorerError(
             f"fine-tuning needs labels, and {dataset} ({split}) has none: "
             "name the label column with --label-column"
         )
-    eval_images = None
+    eval_images, eval_rows = None, None
     if eval_split is not None:
-        eval_images = data.load(dataset, eval_split, limit, image_column, label_column, data_dir)
+        eval_images, eval_rows = data.load_with_rows(
+            dataset, eval_split, limit, *reading, sample=sample
+        )
         if data.class_names(eval_images) != names:
             raise ExplorerError(
                 f"split {eval_split!r} has labels {data.class_names(eval_images)}, "
@@ -108,13 +121,43 @@ def finetune(
             )
 
     set_seed(seed)  # before the model exists: tiny-vit's (and any new head's) weights are random
-    with _no_shard_bars():
+    with quiet_libraries():  # no bar per checkpoint save: the Trainer's own is enough
         network, processor, from_scratch = _load_model(str(model), names, trust_remote_code)
         preprocessing = embed.Preprocessing.from_processor(processor)
         train_set = _Pixels(train_images, preprocessing, progress)
         eval_set = None if eval_images is None else _Pixels(eval_images, preprocessing, progress)
 
+        rate = lr if lr is not None else (SCRATCH_LR if from_scratch else PRETRAINED_LR)
         out.mkdir(parents=True, exist_ok=True)
+        runs.write_training_record(
+            out,
+            data={
+                "source": str(dataset),
+                "data_dir": None if data_dir is None else str(data_dir),
+                "split": split,
+                "eval_split": eval_split,
+                "limit": limit,
+                "sample": sample,
+                "seed": data.SAMPLE_SEED,
+                "image_column": image_column,
+                "label_column": label_column,
+                "labels": names,
+                "num_rows": train_images.num_rows,
+                "eval_num_rows": None if eval_images is None else eval_images.num_rows,
+                "rows": train_rows,
+                "eval_rows": eval_rows,
+            },
+            training={
+                "model": str(model),
+                "max_steps": max_steps,
+                "epochs": DEFAULT_EPOCHS if epochs is None and max_steps is None else epochs,
+                "batch_size": batch_size,
+                "lr": rate,
+                "seed": seed,
+                "checkpoints": checkpoints if save_steps is None else None,
+                "save_steps": save_steps,
+            },
+        )
         # checkpoint-0 is the model before any step; its trainer_state.json comes at train begin.
         network.save_pretrained(out / "checkpoint-0")
         processor.save_pretrained(out / "checkpoint-0")
@@ -125,10 +168,10 @@ def finetune(
             train_set,
             eval_set,
             out,
-            save_steps=save_steps,
+            plan=_every(save_steps) if save_steps is not None else _spaced(checkpoints),
             max_steps=max_steps,
             epochs=epochs if epochs is not None else DEFAULT_EPOCHS,
-            lr=lr if lr is not None else (SCRATCH_LR if from_scratch else PRETRAINED_LR),
+            lr=rate,
             batch_size=batch_size,
             seed=seed,
             device=device,
@@ -165,23 +208,7 @@ def tiny_vit(
         intermediate_size=2 * hidden_size,
         **_label_config(class_names),
     )
-    with _no_notices():
-        processor = _vit_processor()(
-            size={"height": image_size, "width": image_size},
-            image_mean=[0.5, 0.5, 0.5],
-            image_std=[0.5, 0.5, 0.5],
-        )
-    return ViTForImageClassification(config), processor
-
-
-@contextmanager
-def _no_shard_bars():
-    """No "Writing model shards" bar per save: the Trainer's own bar (or silence) is enough."""
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        transformers_logging.enable_progress_bar()
+    return ViTForImageClassification(config), embed.vit_processor(image_size)
 
 
 @contextmanager
@@ -198,36 +225,55 @@ def _torch_threads(count: int | None):
         torch.set_num_threads(before)
 
 
-@contextmanager
-def _no_notices():
-    """Quiets transformers' "no torchvision, using PIL" notice when a processor is made: only
-    its numbers are used (see embed.Preprocessing)."""
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        transformers_logging.set_verbosity(verbosity)
+def checkpoint_steps(total: int, count: int = DEFAULT_CHECKPOINTS) -> list[int]:
+    """The steps to checkpoint at in a run of `total` steps: `count` distinct steps from 0 to
+    `total` (every step when the run has fewer), ascending, spaced geometrically so that they
+    are denser early, where the embeddings change fastest.
+
+    Each step after 1 is the previous one times the ratio that would reach `total` in the steps
+    still to place (at least one more than the previous): for 5,625 steps and 25 checkpoints,
+    0, 1, 2, 3, 4, 6, 8, 11, ... 3,443, 5,625. Raises ValueError for count < 2 or total < 1.
+    """
+    if count < 2 or total < 1:
+        raise ValueError(f"need count >= 2 and total >= 1, not count={count}, total={total}")
+    if total < count:
+        return list(range(total + 1))
+    if count == 2:
+        return [0, total]
+    steps = [0, 1]
+    while len(steps) < count:
+        left = count - len(steps)  # steps still to place, the last of them `total`
+        previous = steps[-1]
+        target = round(previous * (total / previous) ** (1 / left))
+        # rounding up early could crowd the later steps: leave one step for each still to place
+        steps.append(min(max(previous + 1, target), total - left + 1))
+    return steps
 
 
-def _vit_processor() -> type:
-    """transformers' ViTImageProcessor class. Naming it without torchvision installed logs a
-    notice (it falls back to PIL), so it is looked up here, under _no_notices, not at import."""
-    import transformers
+def _spaced(count: int) -> Callable[[int], list[int]]:
+    return lambda total: checkpoint_steps(total, count)
 
-    return transformers.ViTImageProcessor
+
+def _every(save_steps: int) -> Callable[[int], list[int]]:
+    # the Trainer's own "steps" strategy: every save_steps steps, and the last step
+    return lambda total: sorted({*range(0, total + 1, save_steps), total})
 
 
 def _check_numbers(
-    save_steps: int,
+    save_steps: int | None,
     max_steps: int | None,
     epochs: float | None,
     lr: float | None,
     batch_size: int,
     logging_steps: int,
+    checkpoints: int = DEFAULT_CHECKPOINTS,
 ) -> None:
     if max_steps is not None and epochs is not None:
         raise ExplorerError("give --max-steps or --epochs, not both")
+    if checkpoints < 2:
+        raise ExplorerError(
+            f"--checkpoints must be at least 2 (the start and the end), not {checkpoints}"
+        )
     for name, value in (("--save-steps", save_steps), ("--batch-size", batch_size),
                         ("--max-steps", max_steps), ("logging_steps", logging_steps)):  # fmt: skip
         if value is not None and value < 1:
@@ -274,25 +320,8 @@ def _load_model(
                 "connection, or give a local folder or 'tiny-vit'"
             )
         raise ExplorerError(message) from error
-    try:
-        with _no_notices():
-            processor = AutoImageProcessor.from_pretrained(
-                name, trust_remote_code=trust_remote_code
-            )
-    except (OSError, ValueError):
-        processor = None
-    if processor is None:
-        # Every checkpoint must carry a processor config; this one matches what
-        # Preprocessing.from_model assumes for a model without one.
-        size = int(getattr(model.config, "image_size", 224))
-        warnings.warn(
-            f"{name} has no image-processor config; resizing to {size}x{size} "
-            "with mean 0.5 and std 0.5",
-            stacklevel=3,
-        )
-        with _no_notices():
-            processor = _vit_processor()(size={"height": size, "width": size})
-    return model, processor, False
+    # Every checkpoint must carry a processor config: a model without one gets embed's fallback.
+    return model, embed.image_processor(name, trust_remote_code), False
 
 
 class _Pixels(torch.utils.data.Dataset):
@@ -331,6 +360,25 @@ def _accuracy(prediction) -> dict[str, float]:
     if isinstance(logits, tuple):  # models that return more than their logits
         logits = logits[0]
     return {"accuracy": float((np.argmax(logits, axis=-1) == prediction.label_ids).mean())}
+
+
+class _SaveAt(TrainerCallback):
+    """Saves a checkpoint (and evaluates, with `evaluate`) at the steps `plan(total steps)`
+    gives; the Trainer's own save and eval strategies are off."""
+
+    def __init__(self, plan: Callable[[int], list[int]], evaluate: bool) -> None:
+        self.plan = plan
+        self.evaluate = evaluate
+        self.steps: set[int] = set()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.steps = set(self.plan(state.max_steps))  # known only once the Trainer has the data
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.steps:
+            control.should_save = True
+            if self.evaluate:
+                control.should_evaluate = True
 
 
 class _StartState(TrainerCallback):
@@ -416,7 +464,7 @@ def _trainer(
     eval_set: _Pixels | None,
     out: Path,
     *,
-    save_steps: int,
+    plan: Callable[[int], list[int]],
     max_steps: int | None,
     epochs: float,
     lr: float,
@@ -426,7 +474,8 @@ def _trainer(
     progress: bool,
     logging_steps: int,
 ):
-    """A Trainer that checkpoints every `save_steps` steps into `out` and logs to out/log.csv."""
+    """A Trainer that checkpoints into `out` at the steps `plan(total steps)` gives (step 0
+    excepted: finetune saves it) and logs to out/log.csv."""
     evaluate = eval_set is not None
     args = TrainingArguments(
         output_dir=str(out),
@@ -437,12 +486,10 @@ def _trainer(
         learning_rate=lr,
         warmup_steps=WARMUP_RATIO,  # below 1: a share of the steps
         lr_scheduler_type="linear",
-        save_strategy="steps",
-        save_steps=save_steps,
+        save_strategy="no",  # _SaveAt saves (and evaluates) at the planned steps
         save_total_limit=None,  # every checkpoint is a frame of the timeline
         save_only_model=True,
-        eval_strategy="steps" if evaluate else "no",
-        eval_steps=save_steps if evaluate else None,
+        eval_strategy="no",
         eval_on_start=evaluate,  # the accuracy of checkpoint-0
         logging_strategy="steps",
         logging_steps=logging_steps,
@@ -462,7 +509,11 @@ def _trainer(
         data_collator=_Collator(preprocessing),
         processing_class=processor,  # saved into every checkpoint
         compute_metrics=_accuracy if evaluate else None,
-        callbacks=[_LogFile(out / runs.LOG_FILE), _StartState(out / "checkpoint-0")],
+        callbacks=[
+            _SaveAt(plan, evaluate),
+            _LogFile(out / runs.LOG_FILE),
+            _StartState(out / "checkpoint-0"),
+        ],
     )
     # The Trainer prints every log as a line (PrinterCallback when quiet, a progress bar's
     # write() otherwise); with a log a step that is a flood: show a bar or nothing.

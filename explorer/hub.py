@@ -5,13 +5,18 @@ OUT/training_log: `save_to_disk` folders) into a Hub dataset repo and uploads it
 
     README.md                      dataset card: YAML (configs, features, license, tags) + docs
     data/<config>/train-*.parquet  one config per table, images embedded as bytes
-    layouts/*.json                 Spotlight layouts
-    run.json                       how the data was made, as written by `explorer build`
+    layouts/*.json                 Spotlight layouts made for the columns of `default`;
+                                   layouts/default.json is the one `explorer show` opens
+    run.json                       how the data was made (`explorer build`'s record, with
+                                   local absolute paths cut to their last component)
     animation.gif / .mp4           the fine-tuning animation, when OUT has one
 
-Every table is published as the single split "train", like `push_to_hub` and the seed
-article's datasets, so `datasets.load_dataset(REPO, "timeline", split="train")` works for
-every config. With `folder=` the repo is only written locally.
+OUT is read through `explorer.output` and the repo folder written through
+`explorer.files.written_in_place`. Every table is published as the single split "train",
+like `push_to_hub` and the seed article's datasets, so
+`datasets.load_dataset(REPO, "timeline", split="train")` works for every config. With
+`folder=` the repo is only written locally; the Space in `demo_space/` serves such a repo
+with its `layouts/default.json`.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
 
 import datasets
 from datasets.features.features import require_decoding
@@ -33,8 +38,11 @@ from huggingface_hub import DatasetCard, DatasetCardData, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from explorer import columns
+from explorer import columns, output
 from explorer.errors import ExplorerError
+from explorer.files import written_in_place
+from explorer.layouts import DEFAULT_LAYOUT_FILE, choose_layout, write_layouts
+from explorer.output import Output
 
 TABLES = {  # config name -> what its columns mean
     "default": columns.DEFAULT,
@@ -43,10 +51,7 @@ TABLES = {  # config name -> what its columns mean
 }
 SPLIT = "train"
 MAX_SHARD_BYTES = 500 * 2**20  # push_to_hub's default shard size
-ANIMATION_SUFFIXES = (".gif", ".mp4", ".webm")
 TAGS = ["spotlight", "embeddings", "outlier-detection", "explorer"]
-# Layouts checked into a source checkout; used when explorer.spotlight cannot write them.
-CHECKED_IN_LAYOUTS = Path(__file__).resolve().parent.parent / "layouts"
 NO_TOKEN = (
     "no Hugging Face token: run `hf auth login` or set HF_TOKEN, "
     "or use --folder DIR to write the repo locally"
@@ -70,17 +75,18 @@ def publish(
     `timeline` config (one row per image and checkpoint). The token is `token`, else
     HF_TOKEN, else the cached `hf auth login`. Bad input raises `ExplorerError`.
     """
-    out = Path(out)
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:
         raise ExplorerError(f"bad repo id {repo_id!r}: use USER/NAME ({error})") from None
-    _read_run(out)  # a wrong OUT is the likelier mistake: report it before a missing token
+    # A wrong OUT is the likelier mistake: report it before a missing token.
+    result = output.read(out)
     if folder is not None:
         folder = Path(folder)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise ExplorerError(f"{folder} exists and is not an empty folder: remove it first")
-        _write_atomically(folder, lambda repo: write_repo(out, repo, repo_id, embeddings_timeline))
+        with written_in_place(folder) as repo:
+            write_repo(result, repo, repo_id, embeddings_timeline)
         return str(folder)
 
     # Look for the token before the (slow) writing, so a missing login fails at once.
@@ -89,7 +95,7 @@ def publish(
         raise ExplorerError(NO_TOKEN)
     with tempfile.TemporaryDirectory(prefix="explorer-publish-") as tmp:
         repo = Path(tmp) / "repo"
-        write_repo(out, repo, repo_id, embeddings_timeline)
+        write_repo(result, repo, repo_id, embeddings_timeline)
         api = HfApi(token=token)
         try:
             url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
@@ -108,79 +114,94 @@ def publish(
 
 
 def write_repo(
-    out: str | Path, repo: str | Path, repo_id: str, embeddings_timeline: bool = True
+    out: str | Path | Output, repo: str | Path, repo_id: str, embeddings_timeline: bool = True
 ) -> Path:
     """Write the dataset repo for OUT into the folder `repo` (created); return it.
 
-    `repo_id` only appears in the card's examples. See `publish` for `embeddings_timeline`.
+    Parameters
+    ----------
+    out : str, Path or Output
+        The OUT folder of `explorer build`, or that folder already read by `output.read`.
+    repo : str or Path
+        The folder to write into.
+    repo_id : str
+        USER/NAME; it only appears in the card's examples.
+    embeddings_timeline : bool, default=True
+        As for `publish`.
+
+    Returns
+    -------
+    Path
+        `repo`.
+
+    Raises
+    ------
+    ExplorerError
+        When OUT is not a build's output, or one of its tables cannot be read.
     """
-    out, repo = Path(out), Path(repo)
-    run = _read_run(out)
+    result = out if isinstance(out, Output) else output.read(out)
+    repo = Path(repo)
     repo.mkdir(parents=True, exist_ok=True)
     infos: dict[str, DatasetInfo] = {}
     for config in TABLES:
-        if not (out / config).exists():
-            if config == "default":
-                raise ExplorerError(f"{out / 'default'} is missing: run `explorer build` first")
-            continue  # timeline and training_log come only from a build with --run
         if config == "timeline" and not embeddings_timeline:
             continue
-        table = _load_table(out / config)
-        infos[config] = _write_parquet(table, repo / "data" / config, config)
-    layouts = _write_layouts(out, repo / "layouts")
-    animations = _copy_animations(out, repo)
-    shutil.copyfile(out / "run.json", repo / "run.json")
+        # timeline and training_log come only from a build with --run; default always.
+        table = result.default if config == "default" else result.table(config)
+        if table is not None:
+            infos[config] = _write_parquet(table, repo / "data" / config, config)
+    layouts, default_layout = _write_layouts(result, repo / "layouts")
+    animations = []
+    for path in result.animations:
+        shutil.copyfile(path, repo / path.name)
+        animations.append(path.name)
+    run = shareable_run(result.run)
+    (repo / output.RUN_RECORD).write_text(json.dumps(run, indent=2) + "\n")
     card = _card(
         repo_id,
         run,
         infos,
         layouts,
+        default_layout,
         animations,
-        timeline_left_out=not embeddings_timeline and (out / "timeline").exists(),
+        timeline_left_out=not embeddings_timeline and result.has("timeline"),
     )
     (repo / "README.md").write_text(card, encoding="utf-8")
     return repo
 
 
-def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
-    """Run `write(tmp)` on a fresh sibling folder of `target`, then rename it to `target`.
+def shareable_run(value: Any) -> Any:
+    """`value` (a run record, or any part of one) with every absolute local path cut to its
+    last component: `/home/me/runs/vit/checkpoint-120` becomes `checkpoint-120`.
 
-    A failure removes the temporary folder, so no half-written repo is ever left behind.
+    A published run.json must not show the folders of the machine it was built on; hub
+    ids (`google/vit-base-patch16-224`) and URLs are not absolute paths and stay as they are.
+
+    Parameters
+    ----------
+    value : dict, list, str or any JSON value
+
+    Returns
+    -------
+    The same structure, with new containers (`value` is left as it was).
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        write(tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it private to the user
-        if target.exists():
-            target.rmdir()  # empty, checked by the caller
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if isinstance(value, dict):
+        return {key: shareable_run(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shareable_run(item) for item in value]
+    if isinstance(value, str) and _is_local_path(value):
+        return PureWindowsPath(value).name  # it splits at / and at \ alike
+    return value
 
 
-def _read_run(out: Path) -> dict:
-    """OUT/run.json as a dict; `ExplorerError` when OUT is not a build's output."""
-    if not out.is_dir():
-        raise ExplorerError(f"{out} is not a folder: pass the output folder of `explorer build`")
-    try:
-        return json.loads((out / "run.json").read_text())
-    except FileNotFoundError:
-        raise ExplorerError(f"{out / 'run.json'} is missing: run `explorer build` first") from None
-    except json.JSONDecodeError as error:
-        raise ExplorerError(f"{out / 'run.json'} is not valid JSON: {error}") from None
-
-
-def _load_table(path: Path) -> datasets.Dataset:
-    """Load one `save_to_disk` table of OUT; `ExplorerError` when it cannot be read."""
-    try:
-        table = datasets.load_from_disk(str(path))
-    except Exception as error:  # datasets raises many kinds for a damaged folder
-        raise ExplorerError(f"{path} is not a readable dataset folder: {error}") from None
-    if not isinstance(table, datasets.Dataset):
-        raise ExplorerError(f"{path} holds several splits; expected one table")
-    return table
+def _is_local_path(text: str) -> bool:
+    """An absolute path on POSIX or Windows, or one under the home folder (~/...)."""
+    return (
+        PurePosixPath(text).is_absolute()
+        or PureWindowsPath(text).is_absolute()
+        or text == "~"
+        or text.startswith(("~/", "~\\"))
+    )
 
 
 def _write_parquet(table: datasets.Dataset, folder: Path, config: str) -> DatasetInfo:
@@ -214,41 +235,20 @@ def _write_parquet(table: datasets.Dataset, folder: Path, config: str) -> Datase
     )
 
 
-def _write_layouts(out: Path, folder: Path) -> list[str]:
-    """Write the Spotlight layouts into `folder`; return their file names.
+def _write_layouts(result: Output, folder: Path) -> tuple[list[str], str]:
+    """Write the Spotlight layouts into `folder`; return their file names and the name of
+    the layout in `default.json`.
 
-    The layouts come from `explorer.spotlight.write_layouts` (or, without that module, the
-    checked-in `layouts/`); JSON files in OUT/layouts replace those of the same name.
+    The layouts are made for the columns of the published `default` table and titled as
+    `explorer show` titles them, so each names only columns that exist and `default.json`
+    is the very layout `explorer show OUT` opens. JSON files in OUT/layouts replace those
+    of the same name.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        from explorer.spotlight import write_layouts
-    except ImportError as error:
-        if error.name not in ("explorer.spotlight", None):
-            raise  # the module exists but one of its imports is broken: say so
-        write_layouts = None
-    if write_layouts is not None:
-        write_layouts(folder)
-    elif CHECKED_IN_LAYOUTS.is_dir():
-        for path in CHECKED_IN_LAYOUTS.glob("*.json"):
-            shutil.copyfile(path, folder / path.name)
-    for path in sorted((out / "layouts").glob("*.json")):
+    columns = result.default.column_names
+    write_layouts(folder, columns, result.embedding_names, default=True)
+    for path in sorted((result.path / "layouts").glob("*.json")):
         shutil.copyfile(path, folder / path.name)
-    names = sorted(path.name for path in folder.glob("*.json"))
-    if not names:
-        folder.rmdir()
-    return names
-
-
-def _copy_animations(out: Path, repo: Path) -> list[str]:
-    """Copy OUT/animation.{gif,mp4,webm} into the repo; return the file names copied."""
-    names = []
-    for suffix in ANIMATION_SUFFIXES:
-        path = out / f"animation{suffix}"
-        if path.is_file():
-            shutil.copyfile(path, repo / path.name)
-            names.append(path.name)
-    return names
+    return sorted(path.name for path in folder.glob("*.json")), choose_layout(columns)
 
 
 def _card(
@@ -256,6 +256,7 @@ def _card(
     run: dict,
     infos: dict[str, DatasetInfo],
     layouts: list[str],
+    default_layout: str,
     animations: list[str],
     timeline_left_out: bool,
 ) -> str:
@@ -286,7 +287,7 @@ def _card(
             "[Renumics Spotlight](https://github.com/Renumics/spotlight).",
             "",
             *_animation_section(animations),
-            *_spotlight_section(repo_id, infos, layouts),
+            *_spotlight_section(repo_id, infos, layouts, default_layout),
             *_columns_section(infos, timeline_left_out),
             *_provenance_section(run),
         ]
@@ -320,37 +321,31 @@ def _animation_section(animations: list[str]) -> list[str]:
 
 
 def _spotlight_section(
-    repo_id: str, infos: dict[str, DatasetInfo], layouts: list[str]
+    repo_id: str, infos: dict[str, DatasetInfo], layouts: list[str], default_layout: str
 ) -> list[str]:
-    code = [
-        "```python",
-        "import datasets",
-        "from renumics import spotlight",
-        "",
-        f'ds = datasets.load_dataset("{repo_id}", "default", split="{SPLIT}")',
-    ]
-    if "pre_post_ft.json" in layouts:
-        code = code[:2] + ["from huggingface_hub import hf_hub_download"] + code[2:]
-        code += [
-            "layout = hf_hub_download(",
-            f'    "{repo_id}", "layouts/pre_post_ft.json", repo_type="dataset"',
-            ")",
-            "spotlight.show(ds, layout=layout)",
-        ]
-    else:
-        code += ["spotlight.show(ds)"]
+    listed = ", ".join(f"[`{name}`](layouts/{name})" for name in layouts)
     lines = [
         "## Open it in Spotlight",
         "",
         "`pip install renumics-spotlight datasets`, then:",
         "",
-        *code,
+        "```python",
+        "import datasets",
+        "from huggingface_hub import hf_hub_download",
+        "from renumics import spotlight",
+        "",
+        f'ds = datasets.load_dataset("{repo_id}", "default", split="{SPLIT}")',
+        "layout = hf_hub_download(",
+        f'    "{repo_id}", "layouts/{DEFAULT_LAYOUT_FILE}", repo_type="dataset"',
+        ")",
+        "spotlight.show(ds, layout=layout)",
         "```",
         "",
+        f"`layouts/{DEFAULT_LAYOUT_FILE}` is `{default_layout}`, the layout `explorer show` "
+        "opens for these columns. Layouts in this repo, each made for the columns of "
+        f"`default`: {listed}.",
+        "",
     ]
-    if layouts:
-        listed = ", ".join(f"[`{name}`](layouts/{name})" for name in layouts)
-        lines += [f"Layouts in this repo: {listed}.", ""]
     if "timeline" in infos:
         lines += [
             "The `timeline` config has one row per image and checkpoint; its `row` column "

@@ -2,7 +2,8 @@
 
 A PCA re-fitted per checkpoint may flip or rotate its axes from one checkpoint to the next;
 `align` maps each frame onto the previous one with a similarity transform (translation, rotation
-or reflection, uniform scale), the seed's Procrustes fix, so a film shows motion, not flips.
+or reflection, uniform scale), the seed's Procrustes fix, so a film shows motion, not flips;
+`displacement` measures how far the points moved.
 UMAP reuses the k-NN graph of `explorer.neighbors` instead of searching again.
 """
 
@@ -58,6 +59,13 @@ def align(reference: np.ndarray, points: np.ndarray) -> np.ndarray:
     # predecessor poorly (early checkpoints), and over a film the map would shrink to a dot.
     scale = np.sqrt(float((ref_centred**2).sum()) / norm)
     return (scale * centred @ rotation + ref_mean).astype(np.float32)
+
+
+def displacement(before: np.ndarray, after: np.ndarray) -> float:
+    """Mean distance a point moves from `before` (N, 2) to `after` (N, 2), in units of the
+    spread of `before` (the root mean squared distance from its centre); 0 means no motion."""
+    spread = float(np.sqrt(((before - before.mean(0)) ** 2).sum(1).mean())) or 1.0
+    return float(np.linalg.norm(after - before, axis=1).mean() / spread)
 
 
 def disparity(reference: np.ndarray, points: np.ndarray) -> float:

@@ -21,17 +21,11 @@ from matplotlib.colors import to_rgba
 from PIL import Image
 from synthetic import CLASS_NAMES, write_synthetic_out
 
-from explorer.animate import (
-    FrameRenderer,
-    animate,
-    class_colors,
-    frames,
-    gif_frame,
-    leaderboard,
-    load_film,
-)
+from explorer.animate import animate, frames, gif_frame
 from explorer.cli import main
+from explorer.draw import FrameRenderer, class_colors
 from explorer.errors import ExplorerError
+from explorer.film import leaderboard, load_film
 
 SIZE = (640, 360)  # small frames keep the tests fast; the layout is the same at any size
 STEPS = (0, 10, 20)

@@ -118,7 +118,7 @@ def test_annoy_neighbours_are_cosine_distances(tiny_models, tmp_path):
         finetuned=tiny_models["finetuned"],
         out=tmp_path / "out",
         limit=60,
-        neighbors="annoy",
+        knn="annoy",
         progress=False,
     )
     ft = np.array(table["embedding_ft"], dtype=np.float64)

@@ -4,6 +4,7 @@ steps, checked against the run-folder contract (`explorer.runs`), the models the
 
 from __future__ import annotations
 
+import json
 import math
 
 import datasets
@@ -16,7 +17,7 @@ from transformers import AutoModelForImageClassification, set_seed
 from explorer import data, embed, runs
 from explorer.cli import main
 from explorer.errors import ExplorerError
-from explorer.finetune import SCRATCH_LR, finetune, tiny_vit
+from explorer.finetune import SCRATCH_LR, checkpoint_steps, finetune, tiny_vit
 from explorer.pipeline import build
 
 LIMIT = 64
@@ -180,3 +181,102 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     code = main(["finetune", "--dataset", "digits", "--model", "tiny-vit", "--out", str(taken)])
     assert code == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("total", "count"), [(5625, 25), (1875, 25), (480, 13), (100, 10), (12, 6), (7, 2), (3, 25)]
+)
+def test_checkpoint_schedule_is_spaced_denser_early(total, count):
+    steps = checkpoint_steps(total, count)
+    assert len(steps) == min(count, total + 1)
+    assert steps[0] == 0 and steps[-1] == total
+    gaps = np.diff(steps)
+    assert (gaps > 0).all()  # distinct, increasing
+    if total >= 2 * count > 4:  # room to spread: the gaps only widen, and half come early
+        assert (np.diff(gaps) >= 0).all()
+        assert steps[len(steps) // 2] <= 2 * math.sqrt(total)  # geometric: about the root
+
+
+def test_checkpoint_schedule_for_three_epochs_of_fashion_mnist():
+    steps = checkpoint_steps(3 * 60_000 // 32)  # the default: 25 checkpoints
+    assert steps[:6] == [0, 1, 2, 3, 4, 6] and steps[-2:] == [3944, 5625]
+    assert len(steps) == 25
+    with pytest.raises(ValueError, match="count >= 2"):
+        checkpoint_steps(10, 1)
+
+
+@pytest.fixture(scope="module")
+def spaced_run(tmp_path_factory):
+    """A tiny-vit run of 3 epochs of 64 images (12 steps) with 6 checkpoints, the default way."""
+    out = tmp_path_factory.mktemp("spaced") / "run"
+    finetune(
+        "digits",
+        model="tiny-vit",
+        out=out,
+        eval_split="test",
+        limit=LIMIT,
+        epochs=3,
+        checkpoints=6,
+        batch_size=BATCH,
+        progress=False,
+    )
+    return out
+
+
+def test_checkpoints_follow_the_planned_schedule(spaced_run):
+    planned = checkpoint_steps(3 * LIMIT // BATCH, 6)
+    assert planned == [0, 1, 2, 4, 7, 12]
+    assert [c.step for c in runs.list_checkpoints(spaced_run)] == planned
+    assert sorted(path.name for path in spaced_run.glob("checkpoint-*")) == sorted(
+        f"checkpoint-{step}" for step in planned
+    )
+    log = runs.read_log(spaced_run)
+    evaluated = [s for s, acc in zip(log["step"], log["eval_accuracy"], strict=True) if acc == acc]
+    assert evaluated == planned  # each checkpoint's accuracy, checkpoint-0's included
+    assert log["step"] == list(range(13))
+
+
+def test_run_records_the_data_it_was_trained_on(spaced_run):
+    record = runs.read_training_data(spaced_run)
+    assert {key: record[key] for key in ("source", "split", "eval_split", "limit", "sample")} == {
+        "source": "digits",
+        "split": "train",
+        "eval_split": "test",
+        "limit": LIMIT,
+        "sample": "random",
+    }
+    assert record["seed"] == data.SAMPLE_SEED
+    assert record["image_column"] is None and record["label_column"] is None
+    assert record["data_dir"] is None and record["labels"] == DIGIT_NAMES
+    assert record["num_rows"] == record["eval_num_rows"] == LIMIT
+    # build loads the same rows with the same arguments: the same function and seed
+    train = data.load_with_rows("digits", "train", limit=LIMIT)
+    test = data.load_with_rows("digits", "test", limit=LIMIT)
+    assert record["rows"] == train.rows and record["eval_rows"] == test.rows
+    assert len(set(train.dataset["label"])) == 10  # a stratified sample: every class
+    assert record["rows"] != list(range(LIMIT))
+    training = json.loads((spaced_run / runs.RECORD_FILE).read_text())["training"]
+    assert training["checkpoints"] == 6 and training["save_steps"] is None
+    assert training["epochs"] == 3 and training["lr"] == SCRATCH_LR
+
+
+def test_read_training_data_without_or_with_a_broken_record(run, tmp_path):
+    assert runs.read_training_data(tmp_path) is None  # another trainer's run
+    assert runs.read_training_data(run)["sample"] == "random"  # save_steps runs record it too
+    (tmp_path / runs.RECORD_FILE).write_text("{not json")
+    with pytest.raises(ExplorerError, match="cannot read .*explorer-run.json"):
+        runs.read_training_data(tmp_path)
+    (tmp_path / runs.RECORD_FILE).write_text("[]")
+    with pytest.raises(ExplorerError, match="no 'data' record"):
+        runs.read_training_data(tmp_path)
+
+
+def test_cli_checkpoints_and_sample(tmp_path):
+    out = tmp_path / "run"
+    code = main(["finetune", "--dataset", "digits", "--model", "tiny-vit", "--out", str(out),
+                 "--limit", "32", "--max-steps", "4", "--checkpoints", "3", "--sample", "first",
+                 "--quiet"])  # fmt: skip
+    assert code == 0
+    assert [c.step for c in runs.list_checkpoints(out)] == [0, 1, 4]
+    record = runs.read_training_data(out)
+    assert record["sample"] == "first" and record["rows"] == list(range(32))

@@ -3,7 +3,8 @@
 The written repo is read back with `datasets.load_dataset` and compared value by value
 (pixels included) with the OUT tables. The upload runs through huggingface_hub's real code
 down to its HTTP client, whose transport is a fake Hub that records the requests; nothing
-leaves the machine. The Space's app.py runs as a subprocess and is asked for its table.
+leaves the machine. The Space's app.py runs as a subprocess and is asked for its table and
+its layout, which must be the layout `explorer show` serves for the same OUT.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import yaml
 from synthetic import write_synthetic_out
 
 from explorer import columns
+from explorer import layouts as ly
 from explorer.errors import ExplorerError
 from explorer.hub import NO_TOKEN, publish
 
@@ -220,6 +222,66 @@ def test_bad_input_is_an_explorer_error(tmp_path):
         publish(tmp_path, "not a repo id!", folder=tmp_path / "repo")
 
 
+def strings(value) -> list[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, dict):
+        return [*value, *(text for item in value.values() for text in strings(item))]
+    if isinstance(value, list):
+        return [text for item in value for text in strings(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_published_run_json_holds_no_local_paths(tmp_path):
+    out = write_synthetic_out(tmp_path / "out", n_images=6, steps=(0, 3))
+    run = json.loads((out / "run.json").read_text())
+    run["dataset"]["source"] = "/home/someone/data/digits"
+    run["request"] = {"dataset": "/home/someone/data/digits", "run": "~/runs/vit", "k": 10}
+    run["run"] = "/home/someone/runs/vit"
+    run["models"]["finetuned"]["name"] = "/home/someone/runs/vit/checkpoint-3"
+    run["models"]["foundation"]["name"] = "google/vit-base-patch16-224"  # a hub id
+    run["skipped_images"] = ["C:\\Users\\someone\\bad.png"]
+    (out / "run.json").write_text(json.dumps(run))
+    before = (out / "run.json").read_bytes()
+
+    repo = Path(publish(out, "someone/x", folder=tmp_path / "repo"))
+    published = json.loads((repo / "run.json").read_text())
+    assert (out / "run.json").read_bytes() == before  # OUT's own record is untouched
+    assert published["dataset"]["source"] == published["request"]["dataset"] == "digits"
+    assert published["request"]["run"] == published["run"] == "vit"
+    assert published["models"]["finetuned"]["name"] == "checkpoint-3"
+    assert published["models"]["foundation"]["name"] == "google/vit-base-patch16-224"
+    assert published["skipped_images"] == ["bad.png"]
+    assert published["checkpoints"] == run["checkpoints"]
+    assert not [text for text in strings(published) if text.startswith(("/", "~", "C:"))]
+    card = (repo / "README.md").read_text(encoding="utf-8")
+    assert "someone/data" not in card and "/home/" not in card
+    assert "`checkpoint-3`" in card
+
+
+def test_published_layouts_name_only_the_columns_published(tmp_path):
+    """An OUT without UMAP coordinates: no pre_post_ft (its maps would name missing columns),
+    and default.json is what `explorer show` opens for it, titled by the checkpoints."""
+    out = write_synthetic_out(tmp_path / "out", n_images=8, steps=(0, 4), labels=False)
+    default = datasets.load_from_disk(str(out / "default"))
+    umap = [name for name in default.column_names if name.startswith("umap_")]
+    default.remove_columns(umap).save_to_disk(str(tmp_path / "no_umap"))
+    (out / "default").rename(tmp_path / "old_default")
+    (tmp_path / "no_umap").rename(out / "default")
+    names = datasets.load_from_disk(str(out / "default")).column_names
+
+    repo = Path(publish(out, "someone/x", folder=tmp_path / "repo"))
+    written = sorted(path.name for path in (repo / "layouts").iterdir())
+    assert written == ["checkpoint_review.json", "default.json", "outlier_review.json"]
+    for path in (repo / "layouts").iterdir():
+        layout = ly.Layout.model_validate_json(path.read_text())
+        assert ly.layout_columns(layout) <= set(names), path.name
+    expected = ly.resolve_layout(None, names, ("step 0", "step 4"))
+    assert expected[0] == "checkpoint_review"
+    assert (repo / "layouts" / "default.json").read_text() == ly.layout_json(expected[1])
+    _, body = front_matter(repo / "README.md")
+    assert "`layouts/default.json` is `checkpoint_review`" in body
+
+
 # ------------------------------------------------------------------ the upload
 
 
@@ -378,7 +440,8 @@ def space_env(tmp_path: Path, **settings: str) -> dict[str, str]:
     }
 
 
-def test_space_serves_the_published_dataset(out, repo, tmp_path):
+def space_serves(repo: Path, tmp_path: Path) -> tuple[dict, dict]:
+    """Run the Space's app.py on the repo folder; (its `api/table/`, its `api/layout/`)."""
     port = free_port()
     log = tmp_path / "app.log"
     env = space_env(tmp_path, HF_DATASET=str(repo), HOST="127.0.0.1", PORT=str(port))
@@ -411,7 +474,11 @@ def test_space_serves_the_published_dataset(out, repo, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(app.pid, signal.SIGKILL)
             app.wait()
+    return table, served_layout
 
+
+def test_space_serves_the_published_dataset(out, repo, tmp_path):
+    table, served_layout = space_serves(repo, tmp_path)
     default = datasets.load_from_disk(str(out / "default"))
     served = {column["name"]: column["dtype"]["name"] for column in table["columns"]}
     assert list(served) == default.column_names
@@ -419,11 +486,33 @@ def test_space_serves_the_published_dataset(out, repo, tmp_path):
     assert served["label"] == "Category"
     assert served["embedding_ft"] == "Embedding"
     assert len(table["columns"][0]["values"]) == default.num_rows
-    # The layout is the dataset's own pre_post_ft, else the copy shipped with the Space.
+    # The layout is the dataset's own pre_post_ft (the Space ships none).
     expected = repo / "layouts" / "pre_post_ft.json"
-    if not expected.is_file():
-        expected = APP.parent / "layouts" / "pre_post_ft.json"
     assert widgets(served_layout) == widgets(json.loads(expected.read_text()))
+
+
+def test_space_serves_the_layout_explorer_show_serves(tmp_path, monkeypatch):
+    """Without labels the layout colours by outlier score and titles by checkpoint: the
+    Space must serve exactly what `explorer show OUT` serves, naming only served columns."""
+    from explorer import spotlight
+
+    monkeypatch.setenv("SPOTLIGHT_OPT_OUT", "true")  # read by the server process
+    out = write_synthetic_out(tmp_path / "out", n_images=12, steps=(0, 7), labels=False)
+    repo = Path(publish(out, "someone/x", folder=tmp_path / "repo"))
+    viewer = spotlight.show(out)
+    try:
+        with urllib.request.urlopen(f"{viewer.url}api/layout/", timeout=30) as response:
+            shown = json.load(response)
+    finally:
+        viewer.close()
+
+    table, served = space_serves(repo, tmp_path)
+    assert served == shown
+    names = {column["name"] for column in table["columns"]}
+    assert "label" not in names
+    assert ly.layout_columns(ly.Layout.model_validate(served)) <= names
+    scatter = [node for node in widgets(served) if node[0] == "scatterplot"]
+    assert scatter == [("scatterplot", "UMAP step 0"), ("scatterplot", "UMAP step 7")]
 
 
 def test_space_without_a_dataset_says_what_to_set(tmp_path):

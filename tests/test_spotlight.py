@@ -1,4 +1,5 @@
-"""explorer.spotlight against a real Spotlight server, asked over HTTP what it serves.
+"""explorer.spotlight (serving) and explorer.layouts, against a real Spotlight server asked
+over HTTP what it serves.
 
 One server on a free port serves the whole module: `show(..., port=viewer.port)` hands
 the running server a new dataset or layout, as Spotlight does for a port it already serves.
@@ -25,6 +26,7 @@ import pytest
 from PIL import Image
 from synthetic import CLASS_NAMES, write_synthetic_out
 
+from explorer import layouts as ly
 from explorer import spotlight as sp
 from explorer.cli import main as cli_main
 from explorer.errors import ExplorerError
@@ -50,7 +52,7 @@ def get_json(url: str) -> dict:
         return json.load(response)
 
 
-def as_json(layout: sp.Layout) -> dict:
+def as_json(layout: ly.Layout) -> dict:
     """A layout as the server returns it (JSON round trip)."""
     return json.loads(layout.model_dump_json(by_alias=True))
 
@@ -107,39 +109,39 @@ def viewer(out: Path):
 
 
 def test_committed_layouts_are_up_to_date(tmp_path: Path) -> None:
-    written = sp.write_layouts(tmp_path)
-    assert [path.name for path in written] == [f"{name}.json" for name in sp.LAYOUT_NAMES]
+    written = ly.write_layouts(tmp_path)
+    assert [path.name for path in written] == [f"{name}.json" for name in ly.LAYOUT_NAMES]
     for path in written:
         committed = REPO / "layouts" / path.name
         assert committed.read_text() == path.read_text(), (
             f"{committed} is stale: run `explorer layouts --out layouts`"
         )
-        parsed = sp.Layout.model_validate_json(path.read_text())
-        assert as_json(parsed) == as_json(sp.LAYOUTS[path.stem]())
+        parsed = ly.Layout.model_validate_json(path.read_text())
+        assert as_json(parsed) == as_json(ly.LAYOUTS[path.stem]())
 
 
 COLUMN_SETS = {
-    "all": sp.ALL_COLUMNS,
+    "all": ly.ALL_COLUMNS,
     "no labels": tuple(
         name
-        for name in sp.ALL_COLUMNS
+        for name in ly.ALL_COLUMNS
         if name
         not in {"label", "label_str", "pred_label", "pred_prob", "label_quality", "is_label_issue"}
     ),
     "labels, no predictions": tuple(
         name
-        for name in sp.ALL_COLUMNS
+        for name in ly.ALL_COLUMNS
         if name not in {"pred_label", "pred_prob", "label_quality", "is_label_issue"}
     ),
 }
 
 
-@pytest.mark.parametrize("name", sp.LAYOUT_NAMES)
+@pytest.mark.parametrize("name", ly.LAYOUT_NAMES)
 @pytest.mark.parametrize("column_set", list(COLUMN_SETS))
 def test_layouts_fit_the_columns_and_compute_nothing_at_first(name: str, column_set: str) -> None:
     columns = COLUMN_SETS[column_set]
-    layout = sp.LAYOUTS[name](columns)
-    assert sp.layout_columns(layout) <= set(columns)
+    layout = ly.LAYOUTS[name](columns)
+    assert ly.layout_columns(layout) <= set(columns)
     data = as_json(layout)
     names = [widget["name"] for widget in widgets(data)]
     assert len(names) == len(set(names)), "widget names must be unique (the page shows them)"
@@ -167,7 +169,7 @@ def test_layouts_fit_the_columns_and_compute_nothing_at_first(name: str, column_
 
 
 def test_pre_post_ft_is_the_seed_review() -> None:
-    data = as_json(sp.pre_post_ft())
+    data = as_json(ly.pre_post_ft())
     types = [(widget["type"], widget["name"]) for widget in widgets(data)]
     assert types == [
         ("table", "Table"),
@@ -188,7 +190,7 @@ def test_pre_post_ft_is_the_seed_review() -> None:
 
 
 def test_checkpoint_review_ranks_the_outliers_of_each_checkpoint() -> None:
-    data = as_json(sp.checkpoint_review(sp.ALL_COLUMNS, ("step 0", "step 90")))
+    data = as_json(ly.checkpoint_review(ly.ALL_COLUMNS, ("step 0", "step 90")))
     scatter = [w for w in widgets(data) if w["type"] == "scatterplot"]
     assert [(w["name"], w["config"]["xAxisColumn"]) for w in scatter] == [
         ("PCA step 0", "pca_found_x"),
@@ -202,7 +204,7 @@ def test_checkpoint_review_ranks_the_outliers_of_each_checkpoint() -> None:
 
 
 def test_outlier_review_shows_label_issues_only_where_present() -> None:
-    data = as_json(sp.outlier_review())
+    data = as_json(ly.outlier_review())
     by_name = {widget["name"]: widget for widget in widgets(data)}
     assert by_name["Outliers"]["config"]["sorting"] == [["outlier_score_ft", "ASC"]]
     histograms = [w["config"]["columnKey"] for w in widgets(data) if w["type"] == "histogram"]
@@ -213,17 +215,17 @@ def test_outlier_review_shows_label_issues_only_where_present() -> None:
         "yColumn": "pred_label",
         "filter": False,
     }
-    without = as_json(sp.outlier_review(COLUMN_SETS["labels, no predictions"]))
+    without = as_json(ly.outlier_review(COLUMN_SETS["labels, no predictions"]))
     assert {w["name"] for w in widgets(without)}.isdisjoint({"Label issues", "Label vs prediction"})
 
 
 def test_choose_layout() -> None:
-    assert sp.choose_layout(sp.ALL_COLUMNS) == "pre_post_ft"
-    assert sp.choose_layout(COLUMN_SETS["no labels"]) == "pre_post_ft"
-    no_umap = [name for name in sp.ALL_COLUMNS if not name.startswith("umap_")]
-    assert sp.choose_layout(no_umap) == "checkpoint_review"
-    assert sp.choose_layout(["image", "outlier_score_ft"]) == "outlier_review"
-    assert sp.choose_layout(["image", "label"]) == "basic"
+    assert ly.choose_layout(ly.ALL_COLUMNS) == "pre_post_ft"
+    assert ly.choose_layout(COLUMN_SETS["no labels"]) == "pre_post_ft"
+    no_umap = [name for name in ly.ALL_COLUMNS if not name.startswith("umap_")]
+    assert ly.choose_layout(no_umap) == "checkpoint_review"
+    assert ly.choose_layout(["image", "outlier_score_ft"]) == "outlier_review"
+    assert ly.choose_layout(["image", "label"]) == "basic"
 
 
 def test_dtypes_from_features(out: Path) -> None:
@@ -263,7 +265,7 @@ def test_missing_and_wrong_folders(tmp_path: Path, out: Path) -> None:
 
 
 def test_layout_files_are_checked(tmp_path: Path, out_nolabel: Path) -> None:
-    sp.write_layouts(tmp_path)
+    ly.write_layouts(tmp_path)
     with pytest.raises(ExplorerError, match="lacks .*label"):
         sp.show(out_nolabel, layout=tmp_path / "pre_post_ft.json")
     (tmp_path / "broken.json").write_text('{"children": [{"kind": "nonsense"}]}')
@@ -325,20 +327,20 @@ def test_default_layout_is_pre_post_ft_titled_by_checkpoint(viewer, out: Path) -
     sp.show(out, port=viewer.port)
     columns = datasets.load_from_disk(str(out / "default")).column_names
     served = get_json(f"{viewer.url}api/layout/")
-    assert served == as_json(sp.pre_post_ft(columns, ("step 0", "step 20")))
+    assert served == as_json(ly.pre_post_ft(columns, ("step 0", "step 20")))
     assert "UMAP step 20" in [widget["name"] for widget in widgets(served)]
 
 
-@pytest.mark.parametrize("name", sp.LAYOUT_NAMES)
+@pytest.mark.parametrize("name", ly.LAYOUT_NAMES)
 def test_named_layouts_are_served(viewer, out: Path, name: str) -> None:
     sp.show(out, layout=name, port=viewer.port)
     columns = datasets.load_from_disk(str(out / "default")).column_names
     served = get_json(f"{viewer.url}api/layout/")
-    assert served == as_json(sp.LAYOUTS[name](columns, ("step 0", "step 20")))
+    assert served == as_json(ly.LAYOUTS[name](columns, ("step 0", "step 20")))
 
 
 def test_layout_file_is_served(viewer, out: Path, tmp_path: Path) -> None:
-    path = sp.write_layouts(tmp_path)[1]
+    path = ly.write_layouts(tmp_path)[1]
     sp.show(out, layout=path, port=viewer.port)
     assert get_json(f"{viewer.url}api/layout/") == json.loads(path.read_text())
 
@@ -351,8 +353,8 @@ def test_dataset_without_labels_or_timeline(viewer, out_nolabel: Path) -> None:
     assert names == dataset.column_names and "label" not in names
     assert len(table["columns"][0]["values"]) == 24
     served = get_json(f"{viewer.url}api/layout/")
-    assert served == as_json(sp.pre_post_ft(names))
-    assert sp.layout_columns(sp.Layout.model_validate(served)) <= set(names)
+    assert served == as_json(ly.pre_post_ft(names))
+    assert ly.layout_columns(ly.Layout.model_validate(served)) <= set(names)
     colours = {w["config"]["colorBy"] for w in widgets(served) if w["type"] == "scatterplot"}
     assert colours == {"outlier_score_found", "outlier_score_ft"}
     sp.show(dataset, layout="outlier_review", port=viewer.port)

@@ -12,7 +12,7 @@ from conftest import tiny_model
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel
 
-from explorer import embed, neighbors, outliers, projection
+from explorer import embed, neighbors, outliers, predictions, projection
 from explorer.errors import ExplorerError
 
 
@@ -81,7 +81,7 @@ def test_label_scores_reproduce_cleanlab():
     probabilities[np.arange(120), labels] += 1.5
     probabilities /= probabilities.sum(1, keepdims=True)
     labels[:5] = (labels[:5] + 1) % 3  # mislabel five
-    quality, issues = outliers.label_scores(labels, probabilities)
+    quality, issues = predictions.label_scores(labels, probabilities)
     np.testing.assert_allclose(quality, get_label_quality_scores(labels, probabilities), atol=1e-6)
     np.testing.assert_array_equal(issues, find_label_issues(labels, probabilities))
     assert issues[:5].sum() >= 4 and quality[:5].max() < np.median(quality[5:])
@@ -160,7 +160,7 @@ def test_pooling_per_architecture(kind, pooling, tmp_path):
     model = embed.load_model(folder)
     prep = embed.Preprocessing.from_model(folder)
     pixels = torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8)
-    vectors, probabilities, used = embed.embed(model, pixels, prep, progress=False)
+    vectors, probabilities, used = embed.embed_pixels(model, pixels, prep, progress=False)
     assert used == pooling and probabilities is None
     reference = AutoModel.from_pretrained(folder).eval()
     with torch.no_grad():
@@ -176,22 +176,24 @@ def test_mean_pooling_and_bad_pooling(tmp_path):
     model = embed.load_model(folder)
     prep = embed.Preprocessing.from_model(folder)
     pixels = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
-    vectors, _, used = embed.embed(model, pixels, prep, pooling="mean", progress=False)
+    vectors, _, used = embed.embed_pixels(model, pixels, prep, pooling="mean", progress=False)
     with torch.no_grad():
         hidden = model(pixel_values=prep.normalise(pixels)).last_hidden_state
     np.testing.assert_allclose(vectors, hidden.mean(1).numpy(), atol=1e-5)
     with pytest.raises(ExplorerError, match="pooling"):
-        embed.embed(model, pixels, prep, pooling="max", progress=False)
+        embed.embed_pixels(model, pixels, prep, pooling="max", progress=False)
 
 
 def test_bfloat16_on_the_cpu_stays_close_to_float32(tmp_path):
     folder = tiny_model("vit", tmp_path / "vit", num_labels=3)
     prep = embed.Preprocessing.from_model(folder)
     pixels = torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8)
-    exact, exact_probabilities, _ = embed.embed(embed.load_model(folder), pixels, prep,
-                                                progress=False)  # fmt: skip
+    exact, exact_probabilities, _ = embed.embed_pixels(embed.load_model(folder), pixels, prep,
+                                                       progress=False)  # fmt: skip
     model = embed.load_model(folder)
-    vectors, probabilities, _ = embed.embed(model, pixels, prep, progress=False, dtype="bfloat16")
+    vectors, probabilities, _ = embed.embed_pixels(
+        model, pixels, prep, progress=False, dtype="bfloat16"
+    )
     assert next(model.parameters()).dtype == torch.bfloat16  # cast, not autocast per batch
     assert vectors.dtype == np.float32 and probabilities.dtype == np.float32
     cosine = (
@@ -200,4 +202,4 @@ def test_bfloat16_on_the_cpu_stays_close_to_float32(tmp_path):
     assert cosine.min() > 0.999 and not np.allclose(vectors, exact, atol=1e-6)
     np.testing.assert_allclose(probabilities, exact_probabilities, atol=0.02)
     with pytest.raises(ExplorerError, match="float16 is for GPUs"):
-        embed.embed(embed.load_model(folder), pixels, prep, progress=False, dtype="float16")
+        embed.embed_pixels(embed.load_model(folder), pixels, prep, progress=False, dtype="float16")
