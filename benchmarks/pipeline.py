@@ -1,7 +1,7 @@
-"""Benchmark: the seed articles' recipe against explorer, stage by stage, same images and models.
+"""Benchmark: the seed articles' recipe against explorer, end to end and stage by stage.
 
     .venv/bin/python benchmarks/pipeline.py --dataset fashion-mnist --limit 10000 --checkpoints 5
-    .venv/bin/python benchmarks/pipeline.py --limit 2000 --checkpoints 2      # a quick check
+    .venv/bin/python benchmarks/pipeline.py --limit 500 --checkpoints 2 --repeats 1  # a check
     .venv/bin/python benchmarks/pipeline.py --knn-only [--n 60000 --dim 768]  # k-NN at scale
 
 The model: a 6-layer, 192-wide ViT at 32 px (patch 4: 64 tokens + CLS), small enough for a CPU.
@@ -9,7 +9,20 @@ The model: a 6-layer, 192-wide ViT at 32 px (patch 4: 64 tokens + CLS), small en
 ViTImageProcessor (size 32) as `checkpoint-<step>/` folders of a temporary run folder with a
 loss log, the shape `explorer build --run` reads (benchmarks/random_run.py).
 
-Both sides do the same work on the same images and checkpoints, stage by stage
+End to end: each side is one whole process, started --repeats times, timed from its start to
+its end (Python's start-up, imports and data loading included), its memory the process's
+peak RSS (the kernel's high-water mark, os.wait4):
+- seed: `python benchmarks/seed_recipe.py RUN ...`: per checkpoint the article's embedding,
+  cleanlab's outlier score, Annoy's nearest neighbour, PCA + Procrustes and UMAP, then one PNG
+  per checkpoint and the GIF;
+- explorer: `python benchmarks/explorer_side.py RUN ...`: `explorer.build(run=...)` (embedding
+  caches cleared first), then `explorer.animate` (PCA maps, as the seed's frames); and the
+  same with `--dtype bfloat16`.
+The sides take turns (seed, explorer, explorer bfloat16; the next repeat in reverse order), so
+both meet the same machine load. The seed's UMAP runs as many epochs as explorer's (see
+below), so the ratio is speed, not less work.
+
+Stage by stage, both sides do the same work on the same images and checkpoints
 (seed recipe: benchmarks/seed_recipe.py; explorer: its library calls):
 
 - embed: `datasets.map` with AutoImageProcessor (PIL) at batch 24, per checkpoint | explorer
@@ -17,32 +30,31 @@ Both sides do the same work on the same images and checkpoints, stage by stage
 - k-NN: cleanlab `OutOfDistribution().fit_score` + Annoy (angular, 100 trees,
   `get_nns_by_item`) | `neighbors.exact_knn` (k=14, the pipeline's) + `outliers.outlier_scores`;
 - PCA: sklearn PCA + `scipy.spatial.procrustes` | `projection.pca_2d` + `projection.align`;
-- UMAP: `umap.UMAP()` with its defaults | `projection.umap_2d` from the k-NN graph, the first
-  checkpoint from a spectral layout, each later one from the previous map (100 epochs), as
-  `explorer.build` does;
-- frames: a matplotlib figure and PNG per checkpoint, then imageio's GIF | `animate.animate`.
+- UMAP, same epochs: `umap.UMAP(n_epochs=E)` | `projection.umap_2d` from the k-NN graph, as
+  `explorer.build` runs it: the first checkpoint from a spectral layout with
+  `projection.umap_2d`'s epochs (200 above 4,096 points), each later one started from the
+  previous map for UMAP_CONTINUED_EPOCHS (100). E is the same per checkpoint on both sides;
+  explorer's later maps skip the spectral layout (part of what starting from the previous
+  map saves);
+- UMAP, umap-learn's defaults: `umap.UMAP()` | `projection.umap_2d` from a spectral layout
+  with umap-learn's default epochs (500 up to 10,000 points, 200 above), every checkpoint;
+- frames: a matplotlib figure and PNG per checkpoint, then imageio's GIF | `animate.animate`
+  on the OUT of the last end-to-end run.
 
-explorer's opt-in `--dtype bfloat16` is timed too, on the embedding stage only (the rest of the
-pipeline is the same), with its agreement with float32: cosine, nearest neighbour, k-NN overlap.
+explorer's opt-in `--dtype bfloat16` is timed on the embedding stage too, with its agreement
+with float32: cosine, nearest neighbour, k-NN overlap.
 
-explorer also needs OUT for its frames: `explorer.build(run=...)` writes it once (timed on its
-own; its run.json gives per-stage timings, and its table writing counts in explorer's end to end).
-
-How it is measured (see benchmarks/worker.py): each side runs in its own process, started
-once (imports and data loading are not timed); the two take turns call by call, so both meet
-the same machine load, and each process's memory is its own. k-NN and PCA run --repeats times
-over all checkpoints, frames 2 x --repeats + 1 times: stage time = median over repeats of the
-sum over checkpoints. Embedding and UMAP take minutes, so they run once and their checkpoints
-are the repeats: stage time = one-off work + K x median per-checkpoint time (one-off:
-explorer's decode-and-resize before its first checkpoint, and its first UMAP, which starts from
-a spectral layout with full epochs). A process's first UMAP pays numba's compilation: a
-warm-up on each side pays it before the stages (its time is shown, and added in the "cold
-process" line). End to end = the sum of the stage times, plus explorer's table writing (from
-its build's run.json). Peak memory = RSS above the process's RSS when the call (end to end:
-the first stage) began; worker processes count with the memory only they hold. The machine may
-be shared: "others" is the most CPU other processes took during any call of a stage (share of
-all CPUs; /proc/stat counts in 10 ms ticks, so it is rough for calls under a second). A busy
-call inflates its own sample; the medians above shrug off one, not several.
+How stages are measured (see benchmarks/worker.py): each side runs in its own process, started
+once (imports and data loading are not timed); the two take turns call by call. k-NN, PCA and
+both UMAP lines run --repeats times over all checkpoints, frames 2 x --repeats + 1 times:
+stage time = median over repeats of the sum over checkpoints. Embedding takes minutes, so it
+runs once and its checkpoints are the repeats (the same model shape on the same images): stage
+time = one-off work + K x median per-checkpoint time (one-off: explorer's decode-and-resize
+before its first checkpoint). A process's first UMAP pays numba's compilation: a warm-up on
+each side pays it before the stages (end to end, each process pays its own). Stage peak memory
+= RSS above the process's RSS when the call began. The machine may be shared: "others" is the
+most CPU other processes took during any call of a stage (share of all CPUs; /proc/stat counts
+in 10 ms ticks, so it is rough for calls under a second).
 
 The embedding's GFLOP/s: model FLOPs (torch.utils.flop_counter.FlopCounterMode on one batch,
 eager attention so that attention's matrix products count) x images x checkpoints / stage time,
@@ -76,19 +88,30 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import seed_recipe  # noqa: E402
 from random_run import VIT, make_run  # noqa: E402
-from worker import Worker  # noqa: E402
+from worker import Worker, whole_process  # noqa: E402
 
 from explorer import data, embed, neighbors, outliers, projection, runs  # noqa: E402
 from explorer.geometry import KNN_K, UMAP_CONTINUED_EPOCHS  # noqa: E402
+from explorer.projection import LARGE_MAP, LARGE_MAP_EPOCHS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pipeline.json"
 SIZE, FPS, TOP = (1280, 720), 4, 8
 NN_THRESHOLD = 0.3
-TARGETS = {"embed": 1.5, "k-NN": 5.0, "UMAP": 2.0, "frames": 3.0, "end to end": 2.0}
+TARGETS = {"embed": 1.5, "k-NN": 5.0, "UMAP, same epochs": 2.0, "frames": 3.0, "end to end": 2.0}
 PEAK_FRACTION_TARGET = 0.70
-STAGES = ("embed", "k-NN", "PCA", "UMAP", "frames")
-# explorer's table assembly and writing, as run.json's timings name them
-WRITING = ("assemble", "write timeline", "training log", "write default")
+BENCHMARKS = Path(__file__).resolve().parent
+
+
+def umap_default_epochs(n: int) -> int:
+    """umap-learn's epochs when none are given: 500 up to 10,000 points, 200 above."""
+    return 500 if n <= 10_000 else 200
+
+
+def explorer_umap_epochs(n: int, k: int) -> list[int]:
+    """The epochs `explorer.build` gives the UMAP of each of k checkpoints of n images: the first
+    from a spectral layout (`projection.umap_2d`'s default), each later one continued."""
+    first = LARGE_MAP_EPOCHS if n > LARGE_MAP else umap_default_epochs(n)
+    return [first] + [UMAP_CONTINUED_EPOCHS] * (k - 1)
 
 
 def say(message: str) -> None:
@@ -155,8 +178,9 @@ class SeedSide:
     def pca(self, i: int) -> None:
         self.pca_xy[i] = seed_recipe.make_pca(self.vectors(i), self.pca_xy.get(i - 1))
 
-    def umap(self, i: int) -> None:
-        seed_recipe.make_umap(self.vectors(i))
+    def umap(self, i: int, epochs: int | None) -> None:
+        """The seed's UMAP of checkpoint i; `epochs` None: umap-learn's default."""
+        seed_recipe.make_umap(self.vectors(i), n_epochs=epochs)
 
     def frames(self, gif: str) -> int:
         frames = [(c.step, self.pca_xy[i], self.scores[i]) for i, c in enumerate(self.checkpoints)]
@@ -236,9 +260,15 @@ class ExplorerSide:
         points = projection.pca_2d(self.embeddings[i])
         self.pca_xy[i] = points if i == 0 else projection.align(self.pca_xy[i - 1], points)
 
-    def umap(self, i: int) -> None:
+    def umap(self, i: int, epochs: int | None) -> None:
+        """Checkpoint i's UMAP from its k-NN graph. `epochs` None: as `explorer.build` runs it
+        (the first from a spectral layout, each later one from the previous map, continued);
+        else from a spectral layout for that many epochs (umap-learn's defaults line)."""
         indices, distances = neighbors.with_self(*self.graphs[i])
-        previous = self.umap_xy.get(i - 1)
+        if epochs is not None:
+            projection.umap_2d(self.embeddings[i], indices, distances, n_epochs=epochs)
+            return
+        previous = self.umap_xy.get(i - 1) if i > 0 else None
         self.umap_xy[i] = projection.umap_2d(
             self.embeddings[i],
             indices,
@@ -246,20 +276,6 @@ class ExplorerSide:
             init=previous,
             n_epochs=None if previous is None else UMAP_CONTINUED_EPOCHS,  # as explorer.geometry
         )
-
-    def build(self, out: str) -> dict:
-        from explorer import build
-
-        build(
-            self.dataset,
-            split="test",
-            limit=self.limit,
-            run=self.run,
-            out=out,
-            overwrite=True,
-            progress=False,
-        )
-        return json.loads((Path(out) / "run.json").read_text())["timings"]
 
     def frames(self, out: str, gif: str) -> int:
         from explorer.animate import animate
@@ -338,7 +354,62 @@ def check_knn(vectors: np.ndarray, seed: dict, ours: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# The run
+# End to end: each side one whole process, timed and measured whole
+# ---------------------------------------------------------------------------------------------
+
+
+def clear_caches(run: Path) -> None:
+    """Remove explorer's embedding caches from the run's checkpoints: every build embeds."""
+    for cache in run.glob("checkpoint-*/explorer-cache"):
+        shutil.rmtree(cache)
+
+
+def end_to_end_commands(args, run: Path, work: Path, epochs: list[int]) -> dict[str, list[str]]:
+    """The command line of each side's whole process."""
+    source = ["--dataset", args.dataset, "--limit", str(args.limit)]
+    seed = [sys.executable, str(BENCHMARKS / "seed_recipe.py"), str(run), *source]
+    seed += ["--gif", str(work / "seed.gif"), "--umap-epochs", ",".join(map(str, epochs))]
+    ours = [sys.executable, str(BENCHMARKS / "explorer_side.py"), str(run), *source]
+    return {
+        "seed": seed,
+        "explorer": ours + ["--out", str(work / "OUT"), "--gif", str(work / "explorer.gif")],
+        "explorer bfloat16": ours
+        + ["--out", str(work / "OUT-bf16"), "--gif", str(work / "bf16.gif")]
+        + ["--dtype", "bfloat16"],
+    }
+
+
+def run_end_to_end(commands: dict[str, list[str]], run: Path, repeats: int) -> dict[str, list]:
+    """Each side's process `repeats` times, taking turns (reversed every other repeat)."""
+    measured: dict[str, list] = {name: [] for name in commands}
+    for r in range(repeats):
+        for name in list(commands) if r % 2 == 0 else list(reversed(commands)):
+            if name.startswith("explorer"):
+                clear_caches(run)
+            whole = whole_process(commands[name])
+            measured[name].append(whole)
+            say(
+                f"  end to end {name:17} {whole.seconds:8.2f} s (CPU {whole.cpu:7.1f} s), "
+                f"peak RSS {whole.peak_rss_mb:7.1f} MiB, others {whole.others:.0%}"
+            )
+    return measured
+
+
+def whole_summary(samples: list) -> dict:
+    """Medians over a side's whole processes (peak RSS too), with every sample."""
+    return {
+        "seconds": round(statistics.median(w.seconds for w in samples), 3),
+        "cpu_seconds": round(statistics.median(w.cpu for w in samples), 3),
+        "samples": [round(w.seconds, 3) for w in samples],
+        "peak_rss_mb": round(statistics.median(w.peak_rss_mb for w in samples), 1),
+        "peak_rss_samples_mb": [round(w.peak_rss_mb, 1) for w in samples],
+        "process_tree_peak_mb": round(max(w.tree_peak_mb for w in samples), 1),
+        "outside_load": round(max(w.others for w in samples), 2),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage by stage: both sides in worker processes, taking turns call by call
 # ---------------------------------------------------------------------------------------------
 
 
@@ -353,19 +424,13 @@ def repeated(calls: list[list]) -> dict:
     }
 
 
-def per_checkpoint(calls: list, count: int, one_off: float = 0.0, skip_first: bool = False):
-    """A stage run once: one-off seconds + `count` x the median of the per-checkpoint times.
-
-    skip_first: the first call is the one-off (explorer's first UMAP); else `one_off` seconds
-    of the first call are (explorer's decode-and-resize) and the rest of it is a sample.
-    """
+def per_checkpoint(calls: list, count: int, one_off: float = 0.0) -> dict:
+    """A stage run once: one-off seconds + `count` x the median of the per-checkpoint times
+    (`one_off` seconds of the first call are one-off work: explorer's decode-and-resize)."""
     walls = [m.wall for m in calls]
-    if skip_first:
-        walls = walls[1:]
-    elif one_off:
-        walls[0] -= one_off
+    walls[0] -= one_off
     return {
-        "seconds": round(one_off + (count * statistics.median(walls) if walls else 0.0), 3),
+        "seconds": round(one_off + count * statistics.median(walls), 3),
         "cpu_seconds": round(sum(m.cpu for m in calls), 3),
         "samples": [round(m.wall, 3) for m in calls],
         "peak_mb": round(max(m.peak_mb for m in calls), 1),
@@ -397,19 +462,24 @@ class Turns:
             repeats.append([])
         repeats[repeat].append(measured)
         say(
-            f"  {stage:6} {name:8} {method}{args[:1]!s:8} {measured.wall:8.2f} s "
+            f"  {stage:6} {name:8} {method}{args[:2]!s:12} {measured.wall:8.2f} s "
             f"(CPU {measured.cpu:7.2f} s, peak +{measured.peak_mb:7.1f} MiB, "
             f"others {measured.others:.0%})"
         )
         return value
 
-    def both(self, stage: str, method: str, i: int, turn: int, repeat: int = 0) -> dict:
-        """`method(i)` on both sides; who goes first alternates with `turn`."""
+    def both(self, stage: str, method: str, args: dict, turn: int, repeat: int = 0) -> dict:
+        """`method(*args[side])` on both sides; who goes first alternates with `turn`."""
         order = ["seed", "explorer"] if turn % 2 == 0 else ["explorer", "seed"]
-        return {name: self.call(name, stage, method, i, repeat=repeat) for name in order}
+        return {name: self.call(name, stage, method, *args[name], repeat=repeat) for name in order}
 
 
-def drive(turns: Turns, k: int, repeats: int, work: Path) -> dict:
+def same(*args) -> dict:
+    """The same arguments for both sides."""
+    return {"seed": args, "explorer": args}
+
+
+def drive(turns: Turns, k: int, repeats: int, out: Path, epochs: list[int], n: int) -> dict:
     """Every stage on both sides, in turn. Returns what the summary needs."""
     seed, ours = turns.sides["seed"], turns.sides["explorer"]
     raw: dict = {}
@@ -418,7 +488,7 @@ def drive(turns: Turns, k: int, repeats: int, work: Path) -> dict:
     say(f"  {raw['warm']}")
 
     say("embed")
-    raw["parts"] = [turns.both("embed", "embed", i, turn=i)["explorer"] for i in range(k)]
+    raw["parts"] = [turns.both("embed", "embed", same(i), turn=i)["explorer"] for i in range(k)]
     vectors = [ours.call("vectors", i)[0] for i in range(k)]
     raw["embedding_diff"] = max(
         float(np.abs(ours_v - seed.call("vectors", i)[0]).max()) for i, ours_v in enumerate(vectors)
@@ -430,32 +500,35 @@ def drive(turns: Turns, k: int, repeats: int, work: Path) -> dict:
 
     say("k-NN, outlier scores, nearest neighbour")
     for r in range(repeats):
-        knn = [turns.both("k-NN", "knn", i, turn=r + i, repeat=r) for i in range(k)]
+        knn = [turns.both("k-NN", "knn", same(i), turn=r + i, repeat=r) for i in range(k)]
     raw["checks"] = [check_knn(vectors[i], knn[i]["seed"], knn[i]["explorer"]) for i in range(k)]
 
     say("PCA + Procrustes")
     for r in range(repeats):
         for i in range(k):
-            turns.both("PCA", "pca", i, turn=r + i, repeat=r)
+            turns.both("PCA", "pca", same(i), turn=r + i, repeat=r)
 
-    say("UMAP")
-    for i in range(k):
-        turns.both("UMAP", "umap", i, turn=i)
-
-    say("explorer.build(run=...), once: the OUT folder explorer's frames are drawn from")
-    out = str(work / "OUT")
-    raw["build"] = ours.call("build", out)
-    say(f"  build {raw['build'][1].wall:.1f} s: {raw['build'][0]}")
+    say(f"UMAP, the same epochs on both sides: {epochs}")
+    for r in range(repeats):
+        for i in range(k):
+            args = {"seed": (i, epochs[i]), "explorer": (i, None)}
+            turns.both("UMAP, same epochs", "umap", args, turn=r + i, repeat=r)
+    say(f"UMAP, umap-learn's defaults ({umap_default_epochs(n)} epochs from a spectral layout)")
+    for r in range(repeats):
+        for i in range(k):
+            args = {"seed": (i, None), "explorer": (i, umap_default_epochs(n))}
+            turns.both("UMAP, umap-learn's defaults", "umap", args, turn=r + i, repeat=r)
 
     say("frames + GIF")
+    work = out.parent
     for r in range(2 * repeats + 1):  # a second or two each: more repeats, a steadier median
         for name in ["seed", "explorer"] if r % 2 == 0 else ["explorer", "seed"]:
-            gif = str(work / f"{name}.gif")
-            arguments = (gif,) if name == "seed" else (out, gif)
+            gif = str(work / f"stage-{name}.gif")
+            arguments = (gif,) if name == "seed" else (str(out), gif)
             turns.call(name, "frames", "frames", *arguments, repeat=r)
-    raw["baseline_mb"] = {name: side.baseline_mb for name, side in turns.sides.items()}
-    raw["lifetime_peak_mb"] = {name: side.close() for name, side in turns.sides.items()}
     raw["calls"] = turns.calls
+    for side in turns.sides.values():
+        side.close()
     return raw
 
 
@@ -465,21 +538,30 @@ def run_pipeline(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="explorer-bench-"))
     try:
         run = make_run(work / "run", k)
-        say(f"run folder {run}: {k} checkpoints")
+        n_images = data.load(args.dataset, split="test", limit=args.limit).num_rows
+        epochs = explorer_umap_epochs(n_images, k)
+        say(f"run folder {run}: {k} checkpoints; {n_images} images; UMAP epochs {epochs}")
         peak_before = matmul_peak()
         flops = model_flops_per_image(runs.list_checkpoints(run)[0].path)
         say(f"fp32 matmul peak {peak_before:.1f} GFLOP/s; model {flops / 1e6:.1f} MFLOP/image")
+
+        say(f"end to end: each side one whole process, {args.repeats} times")
+        commands = end_to_end_commands(args, run, work, epochs)
+        whole = run_end_to_end(commands, run, args.repeats)
+        timings = json.loads((work / "OUT" / "run.json").read_text())["timings"]
+
+        say("stage by stage")
         setup = {"dataset": args.dataset, "limit": args.limit, "run": str(run)}
         seed, ours = Worker("seed", SeedSide, **setup), Worker("explorer", ExplorerSide, **setup)
         try:
-            n_images = ours.call("n_images")[0]
-            raw = drive(Turns(seed, ours), k, args.repeats, work)
+            raw = drive(Turns(seed, ours), k, args.repeats, work / "OUT", epochs, n_images)
         finally:
             seed.kill()
             ours.kill()
         peak = max(peak_before, matmul_peak())
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    raw.update(whole=whole, timings=timings, epochs=epochs, commands=commands)
     return summarise(args, raw, n_images, flops, (peak_before, peak))
 
 
@@ -487,58 +569,30 @@ def summarise(args, raw: dict, n_images: int, flops: float, peaks: tuple) -> dic
     """Stage times, ratios, memory, GFLOP/s and checks, as written to pipeline.json."""
     k, calls, parts = args.checkpoints, raw["calls"], raw["parts"]
     decode = parts[0].get("decode and resize", 0.0)
-    first_umap = calls["UMAP"]["explorer"][0][0].wall
     stages = {
         "embed": compare(
             per_checkpoint(calls["embed"]["seed"][0], k),
             per_checkpoint(calls["embed"]["explorer"][0], k, one_off=decode),
         ),
-        "k-NN": compare(repeated(calls["k-NN"]["seed"]), repeated(calls["k-NN"]["explorer"])),
-        "PCA": compare(repeated(calls["PCA"]["seed"]), repeated(calls["PCA"]["explorer"])),
-        "UMAP": compare(
-            per_checkpoint(calls["UMAP"]["seed"][0], k),
-            per_checkpoint(
-                calls["UMAP"]["explorer"][0], k - 1, one_off=first_umap, skip_first=True
-            ),
-        ),
-        "frames": compare(repeated(calls["frames"]["seed"]), repeated(calls["frames"]["explorer"])),
     }
-    build_timings, build = raw["build"]
-    writing = sum(build_timings.get(name, 0.0) for name in WRITING)
-    totals = {
-        "seed": sum(stage["seed"]["seconds"] for stage in stages.values()),
-        "explorer": sum(stage["explorer"]["seconds"] for stage in stages.values()) + writing,
-    }
+    for name in ("k-NN", "PCA", "UMAP, same epochs", "UMAP, umap-learn's defaults", "frames"):
+        stages[name] = compare(repeated(calls[name]["seed"]), repeated(calls[name]["explorer"]))
+    stages["UMAP, same epochs"]["epochs_per_checkpoint"] = raw["epochs"]
+    stages["UMAP, umap-learn's defaults"]["epochs_per_checkpoint"] = [
+        umap_default_epochs(n_images)
+    ] * k
+
+    whole = {name: whole_summary(samples) for name, samples in raw["whole"].items()}
+    seed, ours, fast = whole["seed"], whole["explorer"], whole["explorer bfloat16"]
     end_to_end = {
-        name: {
-            "seconds": round(totals[name], 3),
-            # highest RSS in any stage above the process's RSS after imports and data loading
-            "peak_mb": round(
-                max(m.rss_mb for stage in STAGES for run in calls[stage][name] for m in run)
-                - raw["baseline_mb"][name],
-                1,
-            ),
-            "process_peak_rss_mb": round(raw["lifetime_peak_mb"][name], 1),
-        }
-        for name in ("seed", "explorer")
-    }
-    end_to_end["ratio"] = round(totals["seed"] / totals["explorer"], 2)
-    # The bfloat16 opt-in changes only the embedding stage: the same pipeline around it.
-    bfloat16 = per_checkpoint(calls["embed bfloat16"]["explorer"][0], k)
-    bfloat16["seconds"] = round(bfloat16["seconds"] + decode, 3)  # as the float32 line pays it
-    bfloat16_total = (
-        totals["explorer"] - stages["embed"]["explorer"]["seconds"] + bfloat16["seconds"]
-    )
-    end_to_end["explorer_bfloat16"] = {
-        "seconds": round(bfloat16_total, 3),
-        "ratio": round(totals["seed"] / bfloat16_total, 2),
-    }
-    # A fresh process also pays numba's compilation on its first UMAP (the warm-up measures it).
-    cold = {name: totals[name] + raw["warm"][name] for name in totals}
-    end_to_end["cold_process"] = {
-        "seed_seconds": round(cold["seed"], 3),
-        "explorer_seconds": round(cold["explorer"], 3),
-        "ratio": round(cold["seed"] / cold["explorer"], 2),
+        "seed": seed,
+        "explorer": ours,
+        "explorer_bfloat16": fast,
+        "ratio": round(seed["seconds"] / ours["seconds"], 2),
+        "ratio_bfloat16": round(seed["seconds"] / fast["seconds"], 2),
+        "peak_rss_ratio": round(seed["peak_rss_mb"] / ours["peak_rss_mb"], 2),
+        "seed_umap_epochs": raw["epochs"],
+        "commands": {name: " ".join(command) for name, command in raw["commands"].items()},
     }
 
     peak_before, peak = peaks
@@ -558,6 +612,8 @@ def summarise(args, raw: dict, n_images: int, flops: float, peaks: tuple) -> dic
         gflops = flops * n_images * k / 1e9 / stages["embed"][name]["seconds"]
         embedding[f"{name}_gflops"] = round(gflops, 1)
         embedding[f"{name}_fraction_of_peak"] = round(gflops / peak, 3)
+    bfloat16 = per_checkpoint(calls["embed bfloat16"]["explorer"][0], k)
+    bfloat16["seconds"] = round(bfloat16["seconds"] + decode, 3)  # as the float32 line pays it
     embedding["explorer_bfloat16"] = {
         **bfloat16,
         "ratio": round(stages["embed"]["seed"]["seconds"] / bfloat16["seconds"], 2),
@@ -578,14 +634,9 @@ def summarise(args, raw: dict, n_images: int, flops: float, peaks: tuple) -> dic
             "model": {"type": "vit", **VIT},
             "embedding_dim": VIT["hidden_size"],
         },
-        "stages": stages,
-        "explorer_table_writing_seconds": round(writing, 3),
         "end_to_end": end_to_end,
-        "explorer_build_once": {
-            "seconds": round(build.wall, 3),
-            "peak_mb": round(build.peak_mb, 1),
-            "run_json_timings": build_timings,
-        },
+        "stages": stages,
+        "explorer_run_json_timings": raw["timings"],
         "umap_warm_up_seconds": {name: round(s, 2) for name, s in raw["warm"].items()},
         "embedding": embedding,
         "checks": {key: [c[key] for c in raw["checks"]] for key in raw["checks"][0]},
@@ -606,7 +657,7 @@ def targets(stages: dict, end_to_end: dict, embedding: dict) -> dict:
     opt_in = {
         "end to end": end_to_end["ratio"],
         "embed, --dtype bfloat16": embedding["explorer_bfloat16"]["ratio"],
-        "end to end, --dtype bfloat16": end_to_end["explorer_bfloat16"]["ratio"],
+        "end to end, --dtype bfloat16": end_to_end["ratio_bfloat16"],
     }
     for name, ratio in opt_in.items():
         goal = TARGETS[name.split(",")[0]]
@@ -643,49 +694,40 @@ def machine() -> dict:
 
 
 def print_pipeline(result: dict) -> None:
-    sizes, stages = result["sizes"], result["stages"]
+    sizes, stages, e2e = result["sizes"], result["stages"], result["end_to_end"]
     print(
         f"\n{sizes['images']:,} {sizes['dataset']} images, {sizes['checkpoints']} checkpoints of "
         f"a 6-layer 192-wide ViT (32 px), {result['machine']['cpus']} CPUs "
         f"({result['machine']['cpu']}), repeats {sizes['repeats']}"
     )
     header = (
-        f"{'stage':24} {'seed s':>9} {'explorer s':>11} {'ratio':>7} {'target':>7} "
-        f"{'met':>4} {'seed MiB':>9} {'explorer MiB':>13} {'others':>7}"
+        f"{'':32} {'seed s':>9} {'explorer s':>11} {'ratio':>7} {'seed MiB':>9} "
+        f"{'explorer MiB':>13} {'others':>7}"
     )
     print(header)
     print("-" * len(header))
-    for name, stage in stages.items():
-        target = result["targets"].get(name)
-        print(
-            f"{name:24} {stage['seed']['seconds']:9.2f} {stage['explorer']['seconds']:11.2f} "
-            f"{stage['ratio']:6.2f}x {target['target'][3:] if target else '':>7} "
-            f"{('yes' if target['met'] else 'NO') if target else '':>4} "
-            f"{stage['seed']['peak_mb']:9.1f} {stage['explorer']['peak_mb']:13.1f} "
-            f"{stage['outside_load']:7.0%}"
-        )
-    writing = result["explorer_table_writing_seconds"]
-    print(f"{'write tables (explorer)':24} {'':>9} {writing:11.2f}")
-    e2e, target = result["end_to_end"], result["targets"]["end to end"]
-    print(
-        f"{'end to end':24} {e2e['seed']['seconds']:9.2f} {e2e['explorer']['seconds']:11.2f} "
-        f"{e2e['ratio']:6.2f}x {target['target'][3:]:>7} {'yes' if target['met'] else 'NO':>4} "
-        f"{e2e['seed']['peak_mb']:9.1f} {e2e['explorer']['peak_mb']:13.1f}"
-    )
+    seed = e2e["seed"]
     for name, line in (
-        ("embed", result["embedding"]["explorer_bfloat16"]),
-        ("end to end", e2e["explorer_bfloat16"]),
+        ("end to end", e2e["explorer"]),
+        ("end to end, bfloat16", e2e["explorer_bfloat16"]),
     ):
-        target = result["targets"][f"{name}, --dtype bfloat16"]
+        others = max(seed["outside_load"], line["outside_load"])
         print(
-            f"{name + ', bfloat16':24} {'':>9} {line['seconds']:11.2f} {line['ratio']:6.2f}x "
-            f"{target['target'][3:]:>7} {'yes' if target['met'] else 'NO':>4}"
+            f"{name:32} {seed['seconds']:9.1f} {line['seconds']:11.1f} "
+            f"{seed['seconds'] / line['seconds']:6.2f}x {seed['peak_rss_mb']:9.0f} "
+            f"{line['peak_rss_mb']:13.0f} {others:7.0%}"
         )
-    cold = e2e["cold_process"]
-    print(
-        f"{'  + first-UMAP compile':24} {cold['seed_seconds']:9.2f} "
-        f"{cold['explorer_seconds']:11.2f} {cold['ratio']:6.2f}x"
-    )
+    for name, stage in stages.items():
+        print(
+            f"{name:32} {stage['seed']['seconds']:9.2f} {stage['explorer']['seconds']:11.2f} "
+            f"{stage['ratio']:6.2f}x {stage['seed']['peak_mb']:9.1f} "
+            f"{stage['explorer']['peak_mb']:13.1f} {stage['outside_load']:7.0%}"
+        )
+    bfloat16 = result["embedding"]["explorer_bfloat16"]
+    print(f"{'embed, bfloat16':32} {'':>9} {bfloat16['seconds']:11.2f} {bfloat16['ratio']:6.2f}x")
+    print("(end to end: whole processes, peak RSS; stages: peak above the call's start)")
+    for name, target in result["targets"].items():
+        print(f"target {name}: {target['target']}, {target['achieved']}, met: {target['met']}")
     emb = result["embedding"]
     print(
         f"\nembedding: {emb['model_mflop_per_image']} MFLOP/image; fp32 matmul peak "
@@ -695,14 +737,12 @@ def print_pipeline(result: dict) -> None:
         f"{emb['explorer_forward_only_gflops']} GFLOP/s); explorer parts "
         f"{emb['explorer_parts_seconds']}"
     )
-    build = result["explorer_build_once"]
-    print(f"explorer.build(run=...) once: {build['seconds']:.1f} s, peak +{build['peak_mb']} MiB")
     print(
-        "UMAP warm-up (numba compile + a 4,500-point fit), in the cold-process line only: "
-        f"{result['umap_warm_up_seconds']}"
+        f"explorer's run.json timings (last end-to-end run): {result['explorer_run_json_timings']}"
     )
+    print(f"UMAP warm-up (numba compile + a 4,500-point fit): {result['umap_warm_up_seconds']}")
     print(f"checks per checkpoint: {json.dumps(result['checks'])}")
-    agreement = result["embedding"]["explorer_bfloat16"]["agreement_with_float32"]
+    agreement = bfloat16["agreement_with_float32"]
     print(f"bfloat16 against float32 embeddings, per checkpoint: {json.dumps(agreement)}")
 
 
@@ -779,34 +819,47 @@ def print_knn(result: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def save(section: str, result: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+def save(section: str, result: dict, path: Path = RESULTS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = json.loads(path.read_text()) if path.exists() else {}
     saved[section] = result
-    temporary = RESULTS.with_suffix(".json.tmp")
+    temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(saved, indent=2) + "\n")
-    temporary.replace(RESULTS)
+    temporary.replace(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--limit", type=int, default=10_000)
-    parser.add_argument("--checkpoints", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dataset", default="fashion-mnist", help="(default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=10_000, help="images (default: %(default)s)")
+    parser.add_argument("--checkpoints", type=int, default=5, help="(default: %(default)s)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="whole processes per side, and repeats of each short stage (default: %(default)s)",
+    )
     parser.add_argument("--knn-only", action="store_true", help="only the k-NN scale check")
-    parser.add_argument("--n", type=int, default=60_000, help="--knn-only: rows")
-    parser.add_argument("--dim", type=int, default=768, help="--knn-only: dimensions")
+    parser.add_argument("--n", type=int, default=60_000, help="--knn-only: rows (default: 60000)")
+    parser.add_argument(
+        "--dim", type=int, default=768, help="--knn-only: dimensions (default: 768)"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="JSON file to add the result to (default: benchmarks/results/pipeline.json)",
+    )
     args = parser.parse_args()
     if args.knn_only:
         result = run_knn_only(args)
-        save("knn_scale", result)
+        save("knn_scale", result, args.results)
         print_knn(result)
     else:
         result = run_pipeline(args)
-        save("pipeline", result)
+        save("pipeline", result, args.results)
         print_pipeline(result)
-    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+    print(f"\nwrote {args.results}")
 
 
 if __name__ == "__main__":

@@ -25,25 +25,34 @@ VIT = dict(
 STEPS_PER_CHECKPOINT = 50
 
 
-def make_run(folder: Path, checkpoints: int, classes: int | None = None, seed: int = 0) -> Path:
+def make_run(
+    folder: Path,
+    checkpoints: int,
+    classes: int | None = None,
+    seed: int = 0,
+    vit: dict | None = None,
+) -> Path:
     """Write the run folder `folder` with `checkpoints` checkpoints; return it.
 
     classes: None for backbones without a head (ViTModel), else ViTForImageClassification with
     that many classes (then build also computes predictions and label quality).
+    vit: the ViTConfig settings (default VIT); its image_size is the processor's size too.
     """
+    vit = VIT if vit is None else vit
     import torch
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor, ViTModel
 
     folder.mkdir(parents=True)
     last_step = STEPS_PER_CHECKPOINT * (checkpoints - 1)
-    config = ViTConfig(**VIT, **({} if classes is None else {"num_labels": classes}))
+    config = ViTConfig(**vit, **({} if classes is None else {"num_labels": classes}))
     architecture = ViTModel if classes is None else ViTForImageClassification
     for i in range(checkpoints):
         step = STEPS_PER_CHECKPOINT * i
         torch.manual_seed(seed + i)
         path = folder / f"checkpoint-{step}"
         architecture(config).save_pretrained(path)
-        ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+        size = vit["image_size"]
+        ViTImageProcessor(size={"height": size, "width": size}).save_pretrained(path)
         epoch = step / max(last_step, 1)
         (path / "trainer_state.json").write_text(json.dumps({"epoch": epoch, "global_step": step}))
     rows = ["step,epoch,loss,learning_rate,eval_loss,eval_accuracy"]

@@ -9,8 +9,17 @@ shows as a picture) follows `benchmarks/animate.py`'s `seed_way`. Nothing here i
 - `outlier_score_by_embeddings_cleanlab`, `nearest_neighbor_annoy`: sections 2.2 and 2.3.
 - `make_pca`: "animation-during-fine-tuning" (PCA re-fitted per checkpoint, then Procrustes
   onto the previous frame).
-- `make_umap`: umap-learn with its defaults, what Spotlight's similarity map runs per request.
+- `make_umap`: umap-learn with its defaults, what Spotlight's similarity map runs per request
+  (`n_epochs` given: that many epochs, so that both sides of a benchmark do the same work).
 - `make_frames`: one matplotlib figure per checkpoint saved as PNG, then imageio's GIF.
+
+Run as a script, it is the seed's whole pipeline in one process, for `benchmarks/pipeline.py`
+to time end to end against `explorer build` + `explorer animate`: per checkpoint of a run
+folder the embedding, cleanlab's outlier score, Annoy's nearest neighbour, PCA + Procrustes and
+UMAP, then the frames and the GIF.
+
+    python benchmarks/seed_recipe.py RUN --dataset fashion-mnist --limit 10000 --gif film.gif \
+        [--umap-epochs 200,100,100,100,100]
 """
 
 from __future__ import annotations
@@ -104,11 +113,12 @@ def make_pca(embedding_np, pca_np=None):
     return pca_np_new
 
 
-def make_umap(embedding_np):
-    """umap-learn with its defaults (euclidean, 15 neighbours by its own NN-descent)."""
+def make_umap(embedding_np, n_epochs=None):
+    """umap-learn with its defaults (euclidean, 15 neighbours by its own NN-descent); `n_epochs`
+    None: umap-learn's (500 up to 10,000 points, 200 above)."""
     import umap
 
-    return umap.UMAP().fit_transform(embedding_np)
+    return umap.UMAP(n_epochs=n_epochs).fit_transform(embedding_np)
 
 
 def make_frames(frames, images, labels, class_names, log, gif, size=(1280, 720), fps=4, top=8):
@@ -142,3 +152,50 @@ def make_frames(frames, images, labels, class_names, log, gif, size=(1280, 720),
             pngs.append(png)
         imageio.mimsave(gif, [imageio.imread(p) for p in pngs], duration=1000 / fps, loop=0)
     return len(pngs)
+
+
+def run_all(run, dataset, limit, gif, umap_epochs=None, size=(1280, 720), fps=4, top=8):
+    """The whole recipe over every `checkpoint-<step>` folder of `run`, in step order; returns
+    the number of frames. `umap_epochs`: one per checkpoint (None: umap-learn's defaults)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from explorer import data  # the same images as explorer's side, nothing else of explorer
+
+    images = data.load(dataset, split="test", limit=limit)
+    df = images.to_pandas()
+    labels = np.asarray(images["label"])
+    checkpoints = sorted(Path(run).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    log = pd.read_csv(Path(run) / "log.csv")
+    frames, pca_np = [], None
+    for i, checkpoint in enumerate(checkpoints):
+        vectors = huggingface_embedding(df, modelname=str(checkpoint))["embedding"]
+        embedded = df.assign(embedding=vectors)
+        scores = outlier_score_by_embeddings_cleanlab(embedded)["outlier_score_embedding"]
+        scores = scores.to_numpy()
+        nearest_neighbor_annoy(embedded, threshold=0.3, tree_size=100)
+        embedding_np = np.stack(embedded["embedding"].to_numpy()).astype(np.float32)
+        pca_np = make_pca(embedding_np, pca_np)
+        make_umap(embedding_np, None if umap_epochs is None else umap_epochs[i])
+        frames.append((int(checkpoint.name.split("-")[1]), pca_np, scores))
+    names = images.features["label"].names
+    log = (log["step"].to_numpy(), log["loss"].to_numpy())
+    return make_frames(frames, images, labels, names, log, gif, size=size, fps=fps, top=top)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The seed recipe, whole, over a run folder.")
+    parser.add_argument("run", help="a folder of checkpoint-<step> folders and log.csv")
+    parser.add_argument("--dataset", default="fashion-mnist", help="(default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=10_000, help="(default: %(default)s)")
+    parser.add_argument("--gif", required=True, help="the film to write")
+    parser.add_argument(
+        "--umap-epochs",
+        help="comma-separated epochs per checkpoint (default: umap-learn's own)",
+    )
+    args = parser.parse_args()
+    epochs = None if args.umap_epochs is None else [int(e) for e in args.umap_epochs.split(",")]
+    datasets.disable_progress_bars()
+    run_all(args.run, args.dataset, args.limit, args.gif, epochs)

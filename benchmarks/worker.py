@@ -14,17 +14,25 @@ Each call reports a `Measured`:
   raised to the kernel's exact high-water mark (ru_maxrss) when the call set a new one;
 - `others`: the share of the machine's CPUs that other processes used meanwhile (the machine is
   shared: above ~0.1 the call's timing is suspect).
+
+`whole_process(command)` runs a command as one process and measures it whole, start-up and
+imports included (`Whole`): wall seconds, its peak RSS (the kernel's high-water mark, from
+os.wait4), the sampled peak of its process tree, and the sampled peak while each stage that an
+`explorer: NAME ...` line on its stderr announced was running.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import resource
+import subprocess
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +168,78 @@ class Worker:
         peak = self._receive("close")
         self.process.join()
         return peak
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole process, measured from its start to its end
+# ---------------------------------------------------------------------------------------------
+
+STAGE_LINE = re.compile(r"^explorer: (.+) \.\.\.$")  # `Progress.stage` announcing a stage
+
+
+@dataclass
+class Whole:
+    seconds: float  # wall, from starting the process to reaping it
+    cpu: float  # user + system seconds of the process and the children it waited for
+    peak_rss_mb: float  # the kernel's high-water mark of the process (and reaped children)
+    tree_peak_mb: float  # sampled: the process's RSS plus its children's private memory
+    stage_peaks_mb: dict[str, float] = field(default_factory=dict)  # sampled, per stage
+    others: float = 0.0  # share of the machine's CPUs that other processes used meanwhile
+
+
+def whole_process(command: list[str], *, env: dict | None = None, sample_every: float = 0.05):
+    """Run `command` to its end; return a `Whole`. Raises RuntimeError with the end of its
+    stderr when it fails. Its stderr is read for stage lines (run it without --quiet to
+    have them); its stdout is discarded."""
+    busy = machine_busy_seconds()
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
+    stage = ["start"]
+    tail: deque[str] = deque(maxlen=40)
+    peaks: dict[str, int] = {}
+
+    def read_stderr() -> None:
+        for line in process.stderr:
+            line = line.rstrip("\n")
+            tail.append(line)
+            if match := STAGE_LINE.match(line):
+                stage[0] = match.group(1)
+
+    def sample() -> None:
+        watched = psutil.Process(process.pid)
+        children, children_bytes, ticks = [], 0, 0
+        while process.returncode is None:
+            try:
+                if ticks % 10 == 0:
+                    children = watched.children(recursive=True)
+                    children_bytes = sum(unique_bytes(child) for child in children)
+                total = watched.memory_info().rss + children_bytes
+            except psutil.Error:  # the process ended between two looks
+                return
+            ticks += 1
+            peaks[stage[0]] = max(peaks.get(stage[0], 0), total)
+            time.sleep(sample_every)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (read_stderr, sample)]
+    for thread in threads:
+        thread.start()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    for thread in threads:
+        thread.join()
+    if process.returncode != 0:
+        tail_text = "\n".join(tail)
+        raise RuntimeError(f"{command} exited with {process.returncode}:\n{tail_text}")
+    cpu = usage.ru_utime + usage.ru_stime
+    others = (machine_busy_seconds() - busy - cpu) / (seconds * (os.cpu_count() or 1))
+    return Whole(
+        seconds=seconds,
+        cpu=cpu,
+        peak_rss_mb=usage.ru_maxrss * 1024 / MIB,
+        tree_peak_mb=max(peaks.values(), default=0) / MIB,
+        stage_peaks_mb={name: round(peak / MIB, 1) for name, peak in peaks.items()},
+        others=min(max(others, 0.0), 1.0),
+    )

@@ -1,10 +1,12 @@
 """Hugging Face Space: serve a dataset published by `explorer publish` in Renumics Spotlight.
 
 Standalone on purpose (needs renumics-spotlight and datasets, not explorer). The layout
-comes from the dataset repo: `explorer publish` writes `layouts/default.json`, the layout
-`explorer show` opens for that data, made by the same code for the columns the repo has,
-so the Space opens what `explorer show` opens. Settings come from the environment (Space
-variables; HF_TOKEN as a secret for a private dataset):
+and the findings come from the dataset repo: `explorer publish` writes `layouts/default.json`,
+the layout `explorer show` opens for that data, made by the same code for the columns the
+repo has, and `findings.json`, the findings `explorer show` lists as Spotlight issues
+(outliers, leaks, label issues, near-duplicates, ...), so the Space shows what `explorer show`
+shows. Settings come from the environment (Space variables; HF_TOKEN as a secret for a
+private dataset):
 
     HF_DATASET  Hub dataset id (USER/NAME) or local folder: a published repo folder, or a
                 `save_to_disk` folder such as OUT/default. Required.
@@ -20,6 +22,7 @@ Runs until stopped.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,6 +30,10 @@ from pathlib import Path
 import datasets
 from huggingface_hub import hf_hub_download
 from renumics import spotlight
+from renumics.spotlight.analysis.typing import DataIssue
+
+FINDINGS = "findings.json"  # written by `explorer publish`; rows of the default config
+ISSUE_FIELDS = ("title", "rows", "severity", "description", "columns")
 
 
 def load(source: str, config: str, split: str) -> datasets.Dataset:
@@ -36,20 +43,34 @@ def load(source: str, config: str, split: str) -> datasets.Dataset:
     return datasets.load_dataset(source, config, split=split)
 
 
-def find_layout(source: str, name: str) -> str | None:
-    """Path of the layout `name` (a name in the dataset's layouts/, or a .json file), or
-    None to use Spotlight's default."""
-    if name.endswith(".json"):
-        return name if Path(name).is_file() else None
-    relative = f"layouts/{name}.json"
+def repo_file(source: str, relative: str) -> str | None:
+    """Path of the file `relative` in the dataset repo (a local folder or a Hub id), or None
+    when it has none: a layout or findings are not worth failing for."""
     if Path(source).is_dir():
         path = Path(source) / relative
         return str(path) if path.is_file() else None
     try:
         return hf_hub_download(source, relative, repo_type="dataset")
-    except Exception as error:  # no such file, or offline: a layout is not worth failing for
+    except Exception as error:  # no such file, or offline
         print(f"app: no {relative} in {source}: {type(error).__name__}", file=sys.stderr)
         return None
+
+
+def find_layout(source: str, name: str) -> str | None:
+    """Path of the layout `name` (a name in the dataset's layouts/, or a .json file), or
+    None to use Spotlight's default."""
+    if name.endswith(".json"):
+        return name if Path(name).is_file() else None
+    return repo_file(source, f"layouts/{name}.json")
+
+
+def find_issues(source: str) -> list[DataIssue]:
+    """The repo's findings as Spotlight issues, most severe first; [] without findings.json."""
+    path = repo_file(source, FINDINGS)
+    if path is None:
+        return []
+    listed = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [DataIssue(**{key: finding[key] for key in ISSUE_FIELDS}) for finding in listed]
 
 
 def main() -> None:
@@ -63,8 +84,13 @@ def main() -> None:
     # Spotlight's own layout unless one is asked for.
     name = os.environ.get("LAYOUT", "default" if config == "default" else "")
     layout = find_layout(source, name) if name else None
+    # The findings name rows of `default`: another config's rows are other rows.
+    issues = find_issues(source) if config == "default" else []
     shown = layout or "Spotlight's own"
-    print(f"app: {len(dataset)} rows from {source}, layout {shown}", flush=True)
+    print(
+        f"app: {len(dataset)} rows from {source}, layout {shown}, {len(issues)} findings",
+        flush=True,
+    )
     spotlight.show(
         dataset,
         host=os.environ.get("HOST", "0.0.0.0"),
@@ -73,6 +99,8 @@ def main() -> None:
         no_browser=True,
         no_ssl=True,  # the Space's proxy terminates TLS
         allow_filebrowsing=False,  # visitors must not browse the container's files
+        analyze=False,  # Spotlight's own analyzers: the published findings instead
+        issues=issues,
         wait="forever",
     )
 

@@ -2,8 +2,9 @@
 
 In: an OUT folder of `explorer build --run` (read by `explorer.film.load_film`). Out: a .gif or
 .mp4 file, one frame per checkpoint plus optional in-between frames, each drawn by
-`explorer.draw.FrameRenderer`: the 2-D map of all images coloured by class, the checkpoint's
-most outlying images as a ranked leaderboard with thumbnails, and the training-loss curve.
+`explorer.draw.FrameRenderer`: the 2-D map of all images coloured by class, a ranked
+leaderboard with thumbnails (the checkpoint's outliers, label issues or most moved images), and
+a curve (the training loss, or accuracy or k-NN accuracy per checkpoint).
 
 `animate` is the entry point. `frames` draws the frames in worker processes, each holding one
 renderer, and yields them in order; the GIF writer gives each a palette (`gif_frame`) and
@@ -27,9 +28,25 @@ from PIL import Image
 from explorer.draw import FrameRenderer
 from explorer.errors import ExplorerError
 from explorer.files import written_in_place
-from explorer.film import MAX_TOP_OUTLIERS, PROJECTIONS, Film, load_film
+from explorer.film import (
+    LEADERBOARDS,
+    MAX_TOP_OUTLIERS,
+    PANELS,
+    PROJECTIONS,
+    Film,
+    load_film,
+)
 
-__all__ = ["FORMATS", "MAX_TOP_OUTLIERS", "PROJECTIONS", "animate", "frames", "gif_frame"]
+__all__ = [
+    "FORMATS",
+    "LEADERBOARDS",
+    "MAX_TOP_OUTLIERS",
+    "PANELS",
+    "PROJECTIONS",
+    "animate",
+    "frames",
+    "gif_frame",
+]
 
 FORMATS = (".gif", ".mp4")
 MIN_SIZE = (480, 270)
@@ -45,6 +62,9 @@ def animate(
     tween: int = 0,
     progress: bool = True,
     workers: int | None = None,
+    *,
+    panel: str = "loss",
+    leaderboard: str = "outliers",
 ) -> Path:
     """Render the film of the embeddings during fine-tuning to `path` (.gif or .mp4); return it.
 
@@ -53,14 +73,20 @@ def animate(
     sides are rounded up to a multiple of 16); `top_outliers` places on the leaderboard;
     `tween` interpolated frames between consecutive checkpoints; `progress` a tqdm bar;
     `workers` drawing processes besides this one, which writes the file (default: one per
-    CPU but one, none on two CPUs or fewer; 0 draws everything here).
+    CPU but one, none on two CPUs or fewer; 0 draws everything here); `panel` the curve under
+    the leaderboard, one of PANELS: "loss" (OUT/training_log), "accuracy" or "knn-accuracy"
+    (per checkpoint, from OUT/checkpoints); `leaderboard` what it ranks per checkpoint, one of
+    LEADERBOARDS: "outliers" (lowest outlier_score), "label-issues" (lowest label_quality, the
+    probability of the given label) or "moved" (highest movement since the previous
+    checkpoint; the first checkpoint's board is empty, nothing having moved yet).
 
     Frame count = checkpoints + (checkpoints - 1) * tween: the film starts on the first
     checkpoint and ends on the last (see `Film.frame`). A GIF loops forever, each frame
     shown 1000 / fps ms. The same OUT and arguments give the same bytes.
 
     Raises ExplorerError for a suffix other than .gif/.mp4, a missing timeline (run
-    `explorer build --run`) or an argument out of range. The file appears only when complete.
+    `explorer build --run`), a panel or leaderboard whose data OUT lacks, or an argument out
+    of range. The file appears only when complete.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -71,7 +97,14 @@ def animate(
     if not fps > 0:
         raise ExplorerError(f"fps must be above 0, not {fps}")
     frame_size = _frame_size(size, suffix)
-    film = load_film(out, projection=projection, top_outliers=top_outliers, tween=tween)
+    film = load_film(
+        out,
+        projection=projection,
+        top_outliers=top_outliers,
+        tween=tween,
+        panel=panel,
+        leaderboard=leaderboard,
+    )
 
     from tqdm import tqdm
 

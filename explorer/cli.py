@@ -28,6 +28,8 @@ from explorer.config import (
 from explorer.errors import ExplorerError
 
 EXIT_BAD_INPUT = 2
+# explorer.findings.FORMATS, retyped: that module imports datasets (a test keeps them equal).
+FINDINGS_FORMATS = ("table", "csv", "json")
 BUILD = defaults()  # BuildConfig's defaults: the build options' defaults
 
 
@@ -51,7 +53,8 @@ def _port(text: str) -> int | str:
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
-        help="Hub id, image folder, save_to_disk folder, 'digits' or 'fashion-mnist'",
+        help="Hub id, image folder, save_to_disk folder, 'digits' or 'fashion-mnist' "
+        "(no default: required, but for build --preset)",
     )
     parser.add_argument("--split", help="split to use (default: test, else the only split)")
     parser.add_argument("--limit", type=int, help="use only N images (default: all)")
@@ -141,6 +144,8 @@ def _animate(args: argparse.Namespace) -> None:
         top_outliers=args.top_outliers,
         tween=args.tween,
         progress=not args.quiet,
+        panel=args.panel,
+        leaderboard=args.leaderboard,
     )
     print(path)
 
@@ -156,6 +161,22 @@ def _publish(args: argparse.Namespace) -> None:
         embeddings_timeline=not args.no_embeddings_timeline,
     )
     print(where)
+
+
+def _findings(args: argparse.Namespace) -> None:
+    from explorer.findings import finding_rows, save_rows, write_rows
+
+    lines = finding_rows(args.out, top=args.top)
+    if args.file is None:
+        sys.stdout.write(write_rows(lines, args.format or "table"))
+    else:
+        print(save_rows(lines, args.file, args.format))
+
+
+def _plot(args: argparse.Namespace) -> None:
+    from explorer.plot import plot
+
+    print(plot(args.out, args.file, width=args.width, dpi=args.dpi))
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -201,9 +222,11 @@ def make_parser() -> argparse.ArgumentParser:
     _add_build(commands)
     _add_finetune(commands)
     _add_show(commands)
+    _add_findings(commands)
     _add_layouts(commands)
     _add_animate(commands)
     _add_publish(commands)
+    _add_plot(commands)
     _add_demo(commands)
     return parser
 
@@ -219,17 +242,38 @@ def _add_build(commands) -> None:
         example="explorer build --dataset digits --run RUN --out OUT",
     )
     _add_source_arguments(build)
-    build.add_argument("--foundation", help="foundation model: Hub id or local folder")
-    build.add_argument("--finetuned", help="fine-tuned model: Hub id or local folder")
+    build.add_argument(
+        "--foundation",
+        help="foundation model: Hub id or local folder (default: none; give both models, "
+        "--run or --preset)",
+    )
+    build.add_argument(
+        "--finetuned", help="fine-tuned model: Hub id or local folder (default: none)"
+    )
     build.add_argument(
         "--run",
         type=Path,
-        help="folder of checkpoints from `explorer finetune`, instead of the two models",
+        help="folder of checkpoints from `explorer finetune`, instead of the two models "
+        "(default: none)",
+    )
+    build.add_argument(
+        "--reference",
+        metavar="SRC[:SPLIT]",
+        help="what outliers and leaks are measured against: a dataset as --dataset takes it "
+        "(SPLIT: train when left out), or 'none' (within the set, as the seeds did) "
+        "(default: the data the --run was trained on; else the dataset's train split when "
+        "another split is reviewed; else none)",
+    )
+    build.add_argument(
+        "--reference-limit",
+        type=int,
+        default=BUILD["reference_limit"],
+        help="reference images at most: a seeded sample stratified by label (default: %(default)s)",
     )
     build.add_argument(
         "--preset",
         choices=list(PRESETS),
-        help="the seed article's dataset and models (needs the Hub)",
+        help="the seed article's dataset and models (needs the Hub) (default: none)",
     )
     build.add_argument("--out", type=Path, required=True, help="the OUT folder to write")
     build.add_argument(
@@ -280,7 +324,9 @@ def _add_build(commands) -> None:
         "--nn-threshold",
         type=float,
         default=BUILD["nn_threshold"],
-        help="nn_flag = nn_distance below this cosine distance (default: %(default)s)",
+        help="nn_flag = nn_distance below this cosine distance, the seed's fixed threshold "
+        "(its 0.3 on Annoy's angular distance is 0.045 here) (default: off: nn_flag = the image "
+        "has a near-duplicate, by a threshold calibrated on edited copies)",
     )
     build.add_argument(
         "--timeline-umap",
@@ -289,7 +335,11 @@ def _add_build(commands) -> None:
         help="aligned: a UMAP per checkpoint, each started from the one before; off: for the "
         "first and last checkpoint only (default: %(default)s)",
     )
-    build.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    build.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing OUT of explorer build (never another folder) (default: off)",
+    )
     build.add_argument(
         "--skip-bad-images", action="store_true", help="drop unreadable images (named in run.json)"
     )
@@ -313,7 +363,9 @@ def _add_finetune(commands) -> None:
     _add_source_arguments(finetune)
     finetune.add_argument("--model", required=True, help="Hub id, local folder or 'tiny-vit'")
     finetune.add_argument("--out", type=Path, required=True, help="run folder (checkpoints)")
-    finetune.add_argument("--eval-split", help="split to evaluate on while training")
+    finetune.add_argument(
+        "--eval-split", help="split to evaluate on while training (default: none, no evaluation)"
+    )
     finetune.add_argument(
         "--checkpoints",
         type=int,
@@ -379,6 +431,39 @@ def _add_show(commands) -> None:
     show.set_defaults(handler=_show)
 
 
+def _add_findings(commands) -> None:
+    """`explorer findings OUT`."""
+    findings = _command(
+        commands,
+        "findings",
+        summary="list what to look at first: outliers, leaks, label issues, duplicates",
+        description="List the findings of OUT (what `explorer show` lists as Spotlight "
+        "issues), one line per finding and image, image row and path first: a table, CSV "
+        "or JSON.",
+        example="explorer findings OUT --top 20 --out findings.csv",
+    )
+    findings.add_argument("out", metavar="OUT", type=Path, help="the folder `explorer build` wrote")
+    findings.add_argument(
+        "--top",
+        type=int,
+        metavar="N",
+        help="at most N images per finding, the first ones (default: all)",
+    )
+    findings.add_argument(
+        "--format",
+        choices=FINDINGS_FORMATS,
+        help="table, csv or json (default: from the suffix of --out, .csv or .json; else table)",
+    )
+    findings.add_argument(
+        "--out",
+        dest="file",
+        metavar="FILE",
+        type=Path,
+        help="write to FILE (default: print)",
+    )
+    findings.set_defaults(handler=_findings)
+
+
 def _add_layouts(commands) -> None:
     """`explorer layouts`."""
     layouts = _command(
@@ -396,6 +481,8 @@ def _add_layouts(commands) -> None:
 
 def _add_animate(commands) -> None:
     """`explorer animate OUT --out FILE`."""
+    from explorer.film_choices import LEADERBOARDS, PANELS, PROJECTIONS  # imports nothing
+
     animate = _command(
         commands,
         "animate",
@@ -418,7 +505,7 @@ def _add_animate(commands) -> None:
     animate.add_argument(
         "--projection",
         default="pca",
-        choices=["pca", "umap"],
+        choices=PROJECTIONS,
         help="the timeline's map to show (default: %(default)s)",
     )
     animate.add_argument(
@@ -431,7 +518,23 @@ def _add_animate(commands) -> None:
         "--top-outliers",
         type=int,
         default=8,
-        help="places on the outlier leaderboard (default: %(default)s)",
+        help="places on the leaderboard (default: %(default)s)",
+    )
+    animate.add_argument(
+        "--leaderboard",
+        default="outliers",
+        choices=LEADERBOARDS,
+        help="what the leaderboard ranks per checkpoint: outliers (lowest outlier score), "
+        "label-issues (lowest probability of the given label; needs labels and a head) or "
+        "moved (most new neighbours since the previous checkpoint; empty at the first) "
+        "(default: %(default)s)",
+    )
+    animate.add_argument(
+        "--panel",
+        default="loss",
+        choices=PANELS,
+        help="the curve under the leaderboard: the training loss, or accuracy or k-NN accuracy "
+        "per checkpoint (from OUT/checkpoints) (default: %(default)s)",
     )
     animate.add_argument(
         "--tween",
@@ -466,6 +569,36 @@ def _add_publish(commands) -> None:
         help="leave the timeline's embeddings out",
     )
     publish.set_defaults(handler=_publish)
+
+
+def _add_plot(commands) -> None:
+    """`explorer plot OUT --out FILE`."""
+    plot = _command(
+        commands,
+        "plot",
+        summary="draw the training curves",
+        description="Draw loss, accuracy (overall and per class), k-NN accuracy and class "
+        "separation against the training step, from the OUT folder of `explorer build --run`.",
+        example="explorer plot OUT --out curves.png",
+    )
+    plot.add_argument(
+        "out", metavar="OUT", type=Path, help="the folder `explorer build --run` wrote"
+    )
+    plot.add_argument(
+        "--out",
+        dest="file",
+        metavar="FILE",
+        type=Path,
+        required=True,
+        help="the picture to write: FILE.png, FILE.svg or FILE.pdf",
+    )
+    plot.add_argument(
+        "--width", type=float, default=8.0, help="width in inches (default: %(default)s)"
+    )
+    plot.add_argument(
+        "--dpi", type=int, default=100, help="pixels per inch of a PNG (default: %(default)s)"
+    )
+    plot.set_defaults(handler=_plot)
 
 
 def _add_demo(commands) -> None:

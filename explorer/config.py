@@ -9,6 +9,7 @@ defaults from here without loading torch.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 from explorer.errors import ExplorerError
@@ -58,11 +59,17 @@ class BuildConfig:
     foundation: str | None = None  # Hub id or model folder; given with finetuned, or run
     finetuned: str | None = None
     run: str | None = None  # folder of checkpoint-<step> folders, from `explorer finetune`
+    # What the images are measured against (explorer.reference): SRC[:SPLIT], "none", or None
+    # for the default (the run's training data; else the source's train split)
+    reference: str | None = None
+    reference_limit: int = 5000  # reference images at most: a seeded stratified sample
     # How it is embedded and measured
     pooling: str = "auto"  # POOLINGS; auto: the CLS token where trained as one, else pooled
     knn: str = "exact"  # exact: blocked exact cosine k-NN; annoy: the seed's approximate index
     annoy_trees: int = 100  # trees of the Annoy index, with knn="annoy"
-    nn_threshold: float = 0.3  # nn_flag = nn_distance < nn_threshold (cosine distance)
+    # None: nn_flag = has a near-duplicate (explorer.duplicates); a number: nn_flag =
+    # nn_distance < nn_threshold, a cosine distance (the seed's Annoy 0.3 is 0.045)
+    nn_threshold: float | None = None
     timeline_umap: str = "aligned"  # aligned: a UMAP per checkpoint, each from the one before;
     # off: UMAP only for the first and last checkpoint
     skip_bad_images: bool = False  # drop unreadable images (listed in run.json), not fail
@@ -84,6 +91,12 @@ class BuildConfig:
             raise ExplorerError("give foundation and finetuned models, or a run with checkpoints")
         if self.run is not None and (self.foundation is not None or self.finetuned is not None):
             raise ExplorerError("give either run or foundation/finetuned, not both")
+        if self.reference_limit < 1:
+            raise ExplorerError(f"reference_limit must be at least 1, not {self.reference_limit}")
+        for name in ("batch_size", "annoy_trees"):  # counts: 0 would embed or index nothing
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ExplorerError(f"{name} must be a whole number of at least 1, not {value!r}")
         for name, choices in (("knn", KNN_METHODS), ("timeline_umap", TIMELINE_UMAPS),
                               ("pooling", POOLINGS), ("dtype", DTYPES),
                               ("sample", SAMPLES)):  # fmt: skip

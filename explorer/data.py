@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -91,11 +92,12 @@ def load_with_rows(
     local = read_fashion_mnist(data_dir) if source in FASHION_MNIST_NAMES else {}
     if local:
         # Only the rows asked for become PNGs: encoding all 70,000 takes seconds.
-        images, labels = _pick_split(local, split, source)
+        split = _split_key(local, split, source)
+        images, labels = local[split]
         rows = _rows(len(labels), limit, labels, sample, seed)
         if rows is not None:
             images, labels = images[rows], labels[rows]
-        dataset = _from_arrays(images, labels, FASHION_MNIST_CLASSES)
+        dataset = _from_arrays(images, labels, FASHION_MNIST_CLASSES, split)
         image_column, label_column = _find_columns(dataset, source, image_column, label_column)
     else:
         dataset = _load_any(source, split, data_dir)
@@ -235,6 +237,12 @@ def _pick_split(loaded: Any, split: str | None, source: str) -> Any:
     """One split of a DatasetDict (or of any mapping of split names); a Dataset as it is."""
     if isinstance(loaded, datasets.Dataset):
         return loaded
+    return loaded[_split_key(loaded, split, source)]
+
+
+def _split_key(loaded: Any, split: str | None, source: str) -> str:
+    """The split of `loaded` (a mapping of split names) that `split` means: None means test
+    where there is one, else the only split."""
     if split is None:
         split = "test" if "test" in loaded else (next(iter(loaded)) if len(loaded) == 1 else None)
         if split is None:
@@ -243,7 +251,7 @@ def _pick_split(loaded: Any, split: str | None, source: str) -> Any:
             )
     if split not in loaded:
         raise ExplorerError(f"{source} has no split {split!r}: choose one of {', '.join(loaded)}")
-    return loaded[split]
+    return split
 
 
 def _find_columns(
@@ -260,6 +268,11 @@ def _find_columns(
             f"{source} has no image column (columns: {', '.join(features)}): "
             "name it with --image-column"
         )
+    if not _holds_images(features[image_column]):
+        raise ExplorerError(
+            f"column {image_column!r} of {source} holds {_kind(features[image_column])}, not "
+            f"images: name the image column with --image-column (columns: {', '.join(features)})"
+        )
     if label_column is not None and label_column not in features:
         raise ExplorerError(
             f"{source} has no column {label_column!r} (columns: {', '.join(features)})"
@@ -268,13 +281,48 @@ def _find_columns(
         (name for name in LABEL_COLUMNS if name in features),
         next((n for n, f in features.items() if isinstance(f, datasets.ClassLabel)), None),
     )
+    if label_column == image_column:
+        raise ExplorerError(
+            f"column {label_column!r} of {source} cannot be both the images and the labels: "
+            "name the label column with --label-column"
+        )
     return image_column, label_column
+
+
+def _holds_images(feature: Any) -> bool:
+    """Whether a column of `feature` can be read as images: images, file paths or bytes."""
+    if isinstance(feature, datasets.Image):
+        return True
+    if isinstance(feature, datasets.Value):
+        return feature.dtype in ("string", "large_string", "binary", "large_binary")
+    return isinstance(feature, dict) and bool(feature) and set(feature) <= {"bytes", "path"}
+
+
+def _kind(feature: Any) -> str:
+    """A column's type in words, for messages."""
+    if isinstance(feature, datasets.ClassLabel):
+        return "class labels"
+    if isinstance(feature, datasets.Value):
+        return f"{feature.dtype} values"
+    if isinstance(feature, (datasets.List, datasets.LargeList, list)):
+        return "lists"
+    return f"{type(feature).__name__} values"
 
 
 def _normalise_columns(
     dataset: datasets.Dataset, image_column: str, label_column: str | None
 ) -> datasets.Dataset:
     """Keep only the two columns, named `image` (a datasets.Image) and `label` (a ClassLabel)."""
+    if label_column is not None and not isinstance(
+        dataset.features[label_column], (datasets.ClassLabel, datasets.Value)
+    ):
+        # several labels per image (a list), or no labels at all: not class labels
+        warnings.warn(
+            f"label column {label_column!r} holds {_kind(dataset.features[label_column])}, not "
+            "one class per image: it is left out (no label, label_str or label scores)",
+            stacklevel=4,
+        )
+        label_column = None
     keep = [image_column] + ([label_column] if label_column else [])
     dataset = dataset.select_columns(keep)
     if image_column != "image":
@@ -305,13 +353,16 @@ def _png(pixels: np.ndarray) -> dict:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-def _from_arrays(images: np.ndarray, labels: np.ndarray, names: list[str]) -> datasets.Dataset:
+def _from_arrays(
+    images: np.ndarray, labels: np.ndarray, names: list[str], split: str | None = None
+) -> datasets.Dataset:
     features = datasets.Features(
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}
     )
     return datasets.Dataset.from_dict(
         {"image": [_png(pixels) for pixels in images], "label": labels.astype(np.int64)},
         features=features,
+        split=split,
     )
 
 
@@ -331,8 +382,8 @@ def load_digits() -> datasets.DatasetDict:
     names = [str(i) for i in range(10)]
     return datasets.DatasetDict(
         {
-            "train": _from_arrays(images[np.sort(train)], digits.target[np.sort(train)], names),
-            "test": _from_arrays(images[np.sort(test)], digits.target[np.sort(test)], names),
+            split: _from_arrays(images[rows], digits.target[rows], names, split)
+            for split, rows in (("train", np.sort(train)), ("test", np.sort(test)))
         }
     )
 
@@ -367,3 +418,20 @@ def class_names(dataset: datasets.Dataset) -> list[str] | None:
     """The label names of a loaded dataset, or None when it has no labels."""
     feature = dataset.features.get("label")
     return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+def split_name(dataset: datasets.Dataset) -> str | None:
+    """The split a loaded dataset was taken from (`test`, `train`, ...), where known."""
+    return None if dataset.split is None else str(dataset.split)
+
+
+def same_source(first: str | Path, second: str | Path) -> bool:
+    """Whether two dataset sources, as `load` takes them, name the same data: the same folder,
+    the same Hub id or built-in name (either spelling of fashion-mnist)."""
+    first, second = str(first), str(second)
+    if first in FASHION_MNIST_NAMES and second in FASHION_MNIST_NAMES:
+        return True
+    paths = Path(first).expanduser(), Path(second).expanduser()
+    if paths[0].exists() and paths[1].exists():
+        return paths[0].resolve() == paths[1].resolve()
+    return first == second

@@ -5,10 +5,12 @@ size).render(i)`, frame i as a (height, width, 3) uint8 RGB array.
 
 The frame is four panels, each a small class built once on the shared figure and updated per
 frame: `HeaderPanel` (title, subtitle, step, epoch), `MapPanel` (every image a point coloured
-by class, the top outliers ringed, the class legend), `LeaderboardPanel` (the ranked outliers
-with thumbnails) and `LossPanel` (the training loss, the current step marked). `layout` gives
-each its `Box` of the frame. `FrameRenderer` composes them and blits: what never changes is
-drawn once, the leaderboard once per checkpoint, and only what moves on every frame.
+by class, the leaderboard's images ringed, the class legend), `LeaderboardPanel` (the ranked
+outliers, label issues or moved images, with thumbnails) and the curve under it: `LossPanel`
+(the training loss, the current step marked) or `CheckpointPanel` (accuracy or k-NN accuracy
+per checkpoint, the same way). `layout` gives each its `Box` of the frame. `FrameRenderer`
+composes them and blits: what never changes is drawn once, the leaderboard once per
+checkpoint, and only what moves on every frame.
 
 All positions are display pixels (dpi 100, IdentityTransform), so thumbnails can be copied
 into the rendered array at exact places instead of being resampled by Agg.
@@ -32,8 +34,8 @@ from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, Rectangle
 from matplotlib.patheffects import withStroke
-from matplotlib.text import Annotation
-from matplotlib.ticker import MaxNLocator, StrMethodFormatter
+from matplotlib.text import Annotation, Text
+from matplotlib.ticker import MaxNLocator, MultipleLocator, StrMethodFormatter
 from matplotlib.transforms import IdentityTransform
 from PIL import Image
 
@@ -96,6 +98,23 @@ def _score_text(score: float) -> str:
     return f"{score:.4f}" if score >= 0.001 else f"{score:.1e}"
 
 
+# Per leaderboard (explorer.film.LEADERBOARDS): the title's noun, the hint beside the title,
+# and each place's number as text. The outlier board keeps its bare score, the hint naming it.
+BOARD_TEXTS = {
+    "outliers": ("outliers", "outlier score (low = odd)", _score_text),
+    "label-issues": (
+        "label issues",
+        "p(given label), low = suspect",
+        lambda p: f"p(label) {_score_text(p)}",
+    ),
+    "moved": ("moved", "new neighbours since last (high = moved)", lambda m: f"moved {m:.2f}"),
+}
+# Shown on an empty board: the "moved" board of the first checkpoint has nothing to compare.
+EMPTY_BOARD = {"moved": "nothing has moved yet: first checkpoint"}
+# Per checkpoint panel (explorer.film.PANELS but "loss"): its title.
+CURVE_TITLES = {"accuracy": "accuracy", "knn-accuracy": "k-NN accuracy (10 nearest)"}
+
+
 # --- Layout ----------------------------------------------------------------------------------
 
 
@@ -144,12 +163,12 @@ class Layout(NamedTuple):
     header: Box
     map: Box  # the map's axes, with room for their labels, and the legend on the right
     leaderboard: Box
-    loss: Box  # the loss axes with their tick labels; the panel's title sits just above
+    loss: Box  # the curve's axes with their tick labels; the panel's title sits just above
 
 
 def layout(size: tuple[int, int]) -> Layout:
     """Where each panel goes on a frame of `size` (width, height) pixels: the header across the
-    top, the map below it on the left, the leaderboard over the loss curve on the right."""
+    top, the map below it on the left, the leaderboard over the curve on the right."""
     width, height = size
     s = min(width / 1280, height / 720)  # gaps follow the frame size ...
     f = s if s >= 1 else s**0.5  # ... text shrinks less, to stay legible
@@ -215,7 +234,7 @@ class HeaderPanel:
 
 class MapPanel:
     """The 2-D map: every image a point coloured by class on axes fixed for the whole film,
-    the checkpoint's top outliers ringed and numbered, and the class legend on the right."""
+    the checkpoint's leaderboard ringed and numbered, and the class legend on the right."""
 
     def __init__(self, figure: Figure, film: Film, box: Box):
         s, f = box.scale, box.font_scale
@@ -340,7 +359,7 @@ class MapPanel:
         return legend
 
     def update(self, frame: Frame) -> None:
-        """Move every point, and the rings and ranks onto the checkpoint's top outliers."""
+        """Move every point, and the rings and ranks onto the checkpoint's leaderboard."""
         for line, rows in self.point_groups:
             line.set_data(frame.xy[rows, 0], frame.xy[rows, 1])
         rows = [entry.row for entry in frame.leaders]
@@ -435,16 +454,28 @@ def _slots(box: Box, n: int) -> list[Slot]:
 
 
 class LeaderboardPanel:
-    """The checkpoint's most outlying images, ranked: thumbnail, class, image number, a wrong
-    prediction, and the outlier score. Thumbnails are pasted into the rendered pixels."""
+    """The checkpoint's leaderboard (`film.leaderboard`: outliers, label issues or moved),
+    ranked: thumbnail, class, image number, a wrong prediction, and the ranked value. Thumbnails
+    are pasted into the rendered pixels."""
 
     def __init__(self, figure: Figure, film: Film, box: Box):
         self.film = film
         self.colors = point_colors(film)
         n_top = min(film.top_outliers, film.xy.shape[1])
-        self._title(figure, box, n_top)
+        noun, hint, self.value_text = BOARD_TEXTS[film.leaderboard]
+        self._title(figure, box, f"Top {n_top} {noun}", hint)
         self.slots = _slots(box.inset(top=round(26 * box.font_scale)), n_top)
         self._slot_artists(figure, box.frame[1])
+        # A line across an empty board saying why it is empty; blank on every other board.
+        self.note = figure.text(
+            (box.left + box.right) / 2,
+            box.top - round(60 * box.font_scale),
+            "",
+            transform=IdentityTransform(),
+            fontsize=10 * box.font_scale,
+            color=MUTED,
+            ha="center",
+        )
         self._thumbs: dict[tuple[int, int], np.ndarray] = {}
         self._checkpoint: int | None = None  # the one the places show
         # The frames and ranks of the places every checkpoint fills never change: background.
@@ -456,18 +487,20 @@ class LeaderboardPanel:
             *self.label_texts,
             *self.detail_texts,
             *self.score_texts,
+            self.note,
         ]
         self.per_frame: list[Artist] = []
 
     @staticmethod
-    def _title(figure: Figure, box: Box, n_top: int) -> None:
-        """The title, "Top N outliers", and a hint on reading the score where there is room."""
+    def _title(figure: Figure, box: Box, title_text: str, hint_text: str) -> None:
+        """The title, e.g. "Top N outliers", and a hint on reading the number where there is
+        room."""
         s, f, px = box.scale, box.font_scale, IdentityTransform()
         y = box.top - round(14 * f)
         title = figure.text(
             box.left,
             y,
-            f"Top {n_top} outliers",
+            title_text,
             transform=px,
             fontsize=12.5 * f,
             fontweight="bold",
@@ -477,7 +510,7 @@ class LeaderboardPanel:
         hint = figure.text(
             box.right,
             y,
-            "outlier score (low = odd)",
+            hint_text,
             transform=px,
             fontsize=8.5 * f,
             color=MUTED,
@@ -539,11 +572,13 @@ class LeaderboardPanel:
         if frame.checkpoint == self._checkpoint:  # a tween frame: the board stays
             return
         self._checkpoint = frame.checkpoint
+        empty = EMPTY_BOARD.get(self.film.leaderboard, "no scores at this checkpoint")
+        self.note.set_text("" if frame.leaders or not self.slots else empty)
         for k, slot in enumerate(self.slots):
             entry = frame.leaders[k] if k < len(frame.leaders) else None
             label, detail = self.slot_texts(entry) if entry else ("", "")
             self.rank_texts[k].set_visible(entry is not None)
-            self.score_texts[k].set_text(_score_text(entry.score) if entry else "")
+            self.score_texts[k].set_text(self.value_text(entry.score) if entry else "")
             self.label_texts[k].set_text(label if slot.label_xy else "")
             self.detail_texts[k].set_text(detail if slot.detail_xy else "")
             self.frames[k].set_visible(entry is not None)
@@ -572,47 +607,69 @@ class LeaderboardPanel:
         return self._thumbs[key]
 
 
+def _curve_axes(figure: Figure, box: Box, title: str) -> tuple[Axes, Text]:
+    """A curve panel's axes against step in `box`, its title above them on the left, and the
+    (empty) text on the right that says the value now."""
+    s, f, px = box.scale, box.font_scale, IdentityTransform()
+    axes = box.inset(left=round(42 * s), bottom=round(18 * f)).add_axes(figure)
+    title_y = box.top + round(14 * f)  # above the axes
+    figure.text(
+        box.left, title_y, title, transform=px, fontsize=12.5 * f, fontweight="bold", color=INK
+    )
+    value_text = figure.text(
+        box.right, title_y, "", transform=px, fontsize=9.5 * f, color=MUTED, ha="right"
+    )
+    axes.tick_params(labelsize=8 * f, colors=MUTED, length=3 * s, width=0.6)
+    for side in ("top", "right"):
+        axes.spines[side].set_visible(False)
+    for side in ("left", "bottom"):
+        axes.spines[side].set_color(FAINT)
+    axes.set_xlabel("step", fontsize=8.5 * f, color=MUTED, labelpad=1)
+    return axes, value_text
+
+
+def _progress_artists(axes: Axes, s: float) -> tuple[Line2D, Line2D, Line2D]:
+    """The curve so far (in colour), the line at the frame's step and the dot on the curve
+    there, all empty until updated; and the step axis's ticks."""
+    (done,) = axes.plot([], [], color=ACCENT, linewidth=1.8 * s)
+    now_line = axes.axvline(0, color=INK, linewidth=0.8 * s, alpha=0.6)
+    (now_dot,) = axes.plot(
+        [],
+        [],
+        marker="o",
+        markersize=5.5 * s,
+        color=ACCENT,
+        markeredgecolor="white",
+        markeredgewidth=1.2 * s,
+        clip_on=False,  # the last checkpoint sits on the right edge
+    )
+    axes.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+    axes.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    return done, now_line, now_dot
+
+
+def _show_progress(panel: LossPanel | CheckpointPanel, curve: np.ndarray, step: float) -> None:
+    """Colour `curve` ((k, 2) step, value; k >= 1) up to `step`, with the dot and value text at
+    its value there (linear between points) while `step` lies within it."""
+    done = curve[curve[:, 0] <= step]
+    inside = curve[0, 0] <= step <= curve[-1, 0]
+    now = float(np.interp(step, curve[:, 0], curve[:, 1]))
+    if inside:
+        done = np.vstack([done, [[step, now]]])
+    panel.done.set_data(done[:, 0], done[:, 1])
+    panel.now_dot.set_data([step] if inside else [], [now] if inside else [])
+    panel.value_text.set_text(f"{now:.3f} at step {int(round(step)):,}" if inside else "")
+
+
 class LossPanel:
     """The training loss: all of it faint, the part already trained in colour, a marker now."""
 
     def __init__(self, figure: Figure, film: Film, box: Box):
         self.film = film
-        s, f, px = box.scale, box.font_scale, IdentityTransform()
-        self.axes = axes = box.inset(left=round(42 * s), bottom=round(18 * f)).add_axes(figure)
-        title_y = box.top + round(14 * f)  # above the axes
-        figure.text(
-            box.left,
-            title_y,
-            "training loss",
-            transform=px,
-            fontsize=12.5 * f,
-            fontweight="bold",
-            color=INK,
-        )
-        self.value_text = figure.text(
-            box.right, title_y, "", transform=px, fontsize=9.5 * f, color=MUTED, ha="right"
-        )
-        axes.tick_params(labelsize=8 * f, colors=MUTED, length=3 * s, width=0.6)
-        for side in ("top", "right"):
-            axes.spines[side].set_visible(False)
-        for side in ("left", "bottom"):
-            axes.spines[side].set_color(FAINT)
-        axes.set_xlabel("step", fontsize=8.5 * f, color=MUTED, labelpad=1)
+        s, f = box.scale, box.font_scale
+        self.axes, self.value_text = _curve_axes(figure, box, "training loss")
         self._whole_curve(s, f)
-        (self.done,) = axes.plot([], [], color=ACCENT, linewidth=1.8 * s)
-        self.now_line = axes.axvline(0, color=INK, linewidth=0.8 * s, alpha=0.6)
-        (self.now_dot,) = axes.plot(
-            [],
-            [],
-            marker="o",
-            markersize=5.5 * s,
-            color=ACCENT,
-            markeredgecolor="white",
-            markeredgewidth=1.2 * s,
-            clip_on=False,  # the last checkpoint sits on the right edge
-        )
-        axes.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-        axes.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+        self.done, self.now_line, self.now_dot = _progress_artists(self.axes, s)
         self.per_checkpoint: list[Artist] = []
         self.per_frame: list[Artist] = [self.done, self.now_line, self.now_dot, self.value_text]
 
@@ -654,18 +711,41 @@ class LossPanel:
 
     def update(self, frame: Frame) -> None:
         """Colour the curve up to the frame's step and mark the loss there."""
-        loss = self.film.loss
-        if len(loss):
-            done = loss[loss[:, 0] <= frame.step]
-            inside = loss[0, 0] <= frame.step <= loss[-1, 0]
-            now = float(np.interp(frame.step, loss[:, 0], loss[:, 1]))
-            if inside:
-                done = np.vstack([done, [[frame.step, now]]])
-            self.done.set_data(done[:, 0], done[:, 1])
-            self.now_dot.set_data([frame.step] if inside else [], [now] if inside else [])
-            self.value_text.set_text(
-                f"{now:.3f} at step {int(round(frame.step)):,}" if inside else ""
-            )
+        if len(self.film.loss):
+            _show_progress(self, self.film.loss, frame.step)
+        self.now_line.set_xdata([frame.step, frame.step])
+
+
+class CheckpointPanel:
+    """A metric of OUT/checkpoints (`film.curve`: accuracy or k-NN accuracy) against step: the
+    whole curve faint with a dot per checkpoint, the part already trained in colour, a marker
+    now (moving linearly between checkpoints on tween frames). The y axis is 0 to 1."""
+
+    def __init__(self, figure: Figure, film: Film, box: Box):
+        assert film.curve is not None and len(film.curve), "load_film checks the panel's data"
+        self.film, self.curve = film, film.curve
+        s = box.scale
+        self.axes, self.value_text = _curve_axes(figure, box, CURVE_TITLES[film.panel])
+        last_step = max(float(film.steps[-1]), float(self.curve[-1, 0]))
+        first_step = min(0.0, float(film.steps[0]), float(self.curve[0, 0]))
+        self.axes.set_xlim(first_step, max(last_step, 1.0))
+        self.axes.set_ylim(0, 1.04)
+        self.axes.yaxis.set_major_locator(MultipleLocator(0.25))
+        (self.whole,) = self.axes.plot(
+            self.curve[:, 0],
+            self.curve[:, 1],
+            color=FAINT,
+            linewidth=1.4 * s,
+            marker="o",
+            markersize=2.5 * s,
+        )
+        self.done, self.now_line, self.now_dot = _progress_artists(self.axes, s)
+        self.per_checkpoint: list[Artist] = []
+        self.per_frame: list[Artist] = [self.done, self.now_line, self.now_dot, self.value_text]
+
+    def update(self, frame: Frame) -> None:
+        """Colour the curve up to the frame's step and mark the metric there."""
+        _show_progress(self, self.curve, frame.step)
         self.now_line.set_xdata([frame.step, frame.step])
 
 
@@ -688,12 +768,13 @@ class FrameRenderer:
         self.map = MapPanel(self.figure, film, boxes.map)
         self.header = HeaderPanel(self.figure, film, boxes.header)
         self.board = LeaderboardPanel(self.figure, film, boxes.leaderboard)
-        self.loss = LossPanel(self.figure, film, boxes.loss)
+        curve = LossPanel if film.panel == "loss" else CheckpointPanel
+        self.curve: LossPanel | CheckpointPanel = curve(self.figure, film, boxes.loss)
         # Blitting in two layers. What never changes is drawn once into `_background`; the
         # per-checkpoint artists are drawn over it once per checkpoint into `_layer` (tween
         # frames reuse it); every frame then draws only what moves, panel by panel in this
         # order: the map's points first, under everything else.
-        self.panels: tuple[Panel, ...] = (self.map, self.header, self.board, self.loss)
+        self.panels: tuple[Panel, ...] = (self.map, self.header, self.board, self.curve)
         self.per_checkpoint = [a for panel in self.panels for a in panel.per_checkpoint]
         self.per_frame = [a for panel in self.panels for a in panel.per_frame]
         for artist in self.per_checkpoint + self.per_frame:

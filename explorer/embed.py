@@ -267,22 +267,60 @@ def load_model(
 
     Raises ExplorerError when the model cannot be found or loaded.
     """
-    from transformers import AutoModel, AutoModelForImageClassification
-
     name = str(name_or_path)
     config = load_config(name, trust_remote_code)
     try:
-        has_head = any(
-            arch.endswith("ForImageClassification") for arch in config.architectures or []
-        )
-        loader = AutoModelForImageClassification if has_head else AutoModel
-        model = loader.from_pretrained(name, trust_remote_code=trust_remote_code)
+        model = _loader(config).from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise ExplorerError(
             f"cannot load model {name!r}: give a Hub id (online) or a folder with config.json "
             f"and weights ({str(error).splitlines()[0][:160]})"
         ) from error
     return model.to(device).eval()
+
+
+def _loader(config):
+    """The transformers auto class a model of `config` loads with: with its classification
+    head where it has one, else the bare backbone."""
+    from transformers import AutoModel, AutoModelForImageClassification
+
+    has_head = any(arch.endswith("ForImageClassification") for arch in config.architectures or [])
+    return AutoModelForImageClassification if has_head else AutoModel
+
+
+def planned_pooling(
+    name_or_path: str | Path,
+    pooling: str = "auto",
+    *,
+    size: tuple[int, int] = (224, 224),
+    trust_remote_code: bool = False,
+) -> str:
+    """The pooling `embed_pixels` uses for a model, known before its weights are loaded.
+
+    `pooling` itself unless it is `auto`. For `auto`, `resolve_pooling`'s choice: `cls` for a
+    CLS-token architecture; else the model is built from its config without weights (on
+    PyTorch's meta device, which allocates nothing) and run on one empty (3, *size) input, and
+    its output says whether there is a pooled output. Never `auto`: the embedding cache is
+    keyed on what this returns, and `embed_model` is given it.
+    """
+    if pooling not in POOLINGS:
+        raise ExplorerError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    if pooling != "auto":
+        return pooling
+    config = load_config(name_or_path, trust_remote_code)
+    if config.model_type in CLS_TOKEN_MODELS:
+        return "cls"
+    captured = {}
+    with quiet_libraries(), torch.device("meta"), torch.no_grad():
+        model = _loader(config).from_config(config, trust_remote_code=trust_remote_code)
+        hook = model.base_model.register_forward_hook(
+            lambda _m, _i, out: captured.__setitem__("out", out)
+        )
+        try:
+            model(pixel_values=torch.empty((1, 3, *size)))
+        finally:
+            hook.remove()
+    return resolve_pooling(config.model_type, captured["out"])
 
 
 def resolve_pooling(model_type: str, output, pooling: str = "auto") -> str:

@@ -18,10 +18,14 @@ from explorer.files import written_in_place
 # The order of the default table's columns; names follow the seed article.
 DEFAULT_ORDER = [
     "image", "label", "label_str", "embedding_foundation", "embedding_ft",
-    "outlier_score_found", "outlier_score_ft", "nn_id", "nn_image", "nn_distance", "nn_flag",
+    "outlier_score", "is_outlier", "outlier_score_found", "outlier_score_ft",
+    "nn_id", "nn_image", "nn_distance", "nn_flag", "duplicate_group", "duplicate_count",
+    "nn_reference_id", "nn_reference_distance", "is_leak",
     "umap_found_x", "umap_found_y", "umap_ft_x", "umap_ft_y",
     "pca_found_x", "pca_found_y", "pca_ft_x", "pca_ft_y",
     "pred_label", "pred_prob", "label_quality", "is_label_issue",
+    "confidence", "variability", "correctness", "region", "forgetting_events", "learned_step",
+    "movement",
 ]  # fmt: skip
 
 
@@ -80,8 +84,11 @@ def enriched_table(
     class_label = images.features.get("label")
     parts = [images]
     if isinstance(class_label, datasets.ClassLabel):
-        names = np.array(class_label.names)
-        parts.append(columns_table({"label_str": names[np.asarray(images["label"])]}))
+        labels = np.asarray(images["label"])
+        if (labels >= 0).any():  # -1 means unlabelled: no name (a split without any: no column)
+            named = [class_label.names[label] if label >= 0 else None for label in labels]
+            string = datasets.Features({"label_str": datasets.Value("string")})
+            parts.append(datasets.Dataset.from_dict({"label_str": named}, features=string))
     else:
         class_label = None
     parts.append(columns_table({**columns, "nn_id": nn_id}, class_label))

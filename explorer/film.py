@@ -1,12 +1,14 @@
 """What the film of the embeddings shows: OUT read once into plain numpy, frame by frame.
 
 In: an OUT folder of `explorer build --run`, read through `explorer.output`: OUT/timeline (one
-row per image per checkpoint: 2-D positions, outlier scores, predictions), OUT/default (the
-images and their labels), OUT/training_log (the loss curve; optional) and run.json (names for
-the subtitle).
+row per image per checkpoint: 2-D positions, outlier scores, label quality, movement,
+predictions), OUT/default (the images and their labels), OUT/training_log (the loss curve;
+optional), OUT/checkpoints (accuracy and k-NN accuracy per checkpoint, for those panels) and
+run.json (names for the subtitle).
 Out: a `Film`, everything the frames need as plain numpy arrays (cheap to hand to worker
 processes); `Film.frame(i)` says what frame i shows. `leaderboard` ranks one checkpoint's
-outliers. Nothing here draws: see `explorer.draw` for that and `explorer.animate` for the file.
+images: the outliers, the likeliest label issues or the images that moved most. Nothing here
+draws: see `explorer.draw` for that and `explorer.animate` for the file.
 """
 
 from __future__ import annotations
@@ -21,39 +23,59 @@ import numpy as np
 from PIL import Image
 
 from explorer.errors import ExplorerError
+from explorer.film_choices import LEADERBOARDS, MAX_TOP_OUTLIERS, PANELS, PROJECTIONS
 from explorer.output import Output, read
 
-PROJECTIONS = ("pca", "umap")
-MAX_TOP_OUTLIERS = 20
+# The OUT/checkpoints column of each PANELS curve but the loss (OUT/training_log), and what a
+# build needs to write it.
+PANEL_COLUMNS = {"accuracy": "accuracy", "knn-accuracy": "knn_accuracy"}
+PANEL_NEEDS = {
+    "accuracy": "a classification head and labels",
+    "knn-accuracy": "labels",
+}
+# What each LEADERBOARDS board ranks: a timeline column, and whether its highest values come
+# first. movement is NaN at the first checkpoint (nothing to compare with), so the "moved"
+# board of the first checkpoint is empty.
+RANKED_BY = {
+    "outliers": ("outlier_score", False),  # low = odd
+    "label-issues": ("label_quality", False),  # low probability of the given label = suspect
+    "moved": ("movement", True),  # high = new neighbours since the previous checkpoint
+}
 
 
 @dataclass(frozen=True)
 class LeaderboardRow:
-    """One place on a checkpoint's outlier leaderboard."""
+    """One place on a checkpoint's leaderboard."""
 
-    rank: int  # 1 = the most outlying image (lowest outlier_score)
+    rank: int  # 1 = the first place (e.g. the most outlying image: lowest outlier_score)
     row: int  # index of the image in OUT/default
-    score: float  # outlier_score at this checkpoint
+    score: float  # the ranked value at this checkpoint (outlier_score, label_quality, movement)
     pred: int | None = None  # class predicted at this checkpoint, where the timeline has it
 
 
-def leaderboard(timeline_at_step: Mapping[str, Any], n: int) -> list[LeaderboardRow]:
-    """Rank one checkpoint's images by outlier score and return the `n` most outlying.
+def leaderboard(
+    timeline_at_step: Mapping[str, Any], n: int, *, kind: str = "outliers"
+) -> list[LeaderboardRow]:
+    """Rank one checkpoint's images and return the first `n`.
 
     In: the timeline rows of one checkpoint as a mapping of column name to values (a dict of
-    arrays, a pandas DataFrame) with `row` and `outlier_score`, and `pred_label` optionally.
-    Out: up to `n` rows, lowest score first; ties go to the lower row so the order is stable;
-    rows without a finite score are never listed.
+    arrays, a pandas DataFrame) with `row`, the column `kind` ranks by (see `RANKED_BY`:
+    `outlier_score` for "outliers", `label_quality` for "label-issues", `movement` for
+    "moved") and `pred_label` optionally.
+    Out: up to `n` rows, lowest value first (highest for "moved"); ties go to the lower row so
+    the order is stable; rows without a finite value are never listed.
     """
+    name, highest_first = RANKED_BY[kind]
     rows = np.asarray(timeline_at_step["row"], dtype=np.int64)
-    scores = np.asarray(timeline_at_step["outlier_score"], dtype=np.float64)
+    scores = np.asarray(timeline_at_step[name], dtype=np.float64)
     preds = (
         np.asarray(timeline_at_step["pred_label"], dtype=np.int64)
         if "pred_label" in timeline_at_step
         else None
     )
     finite = np.flatnonzero(np.isfinite(scores))
-    order = finite[np.lexsort((rows[finite], scores[finite]))][: max(n, 0)]
+    key = -scores[finite] if highest_first else scores[finite]
+    order = finite[np.lexsort((rows[finite], key))][: max(n, 0)]
     return [
         LeaderboardRow(
             rank=rank,
@@ -84,7 +106,7 @@ class Film:
     steps: np.ndarray  # (checkpoints,) training step of each checkpoint, ascending
     epochs: np.ndarray  # (checkpoints,) epoch of each checkpoint
     xy: np.ndarray  # (checkpoints, images, 2) float32; NaN where an image lacks a checkpoint
-    boards: tuple[tuple[LeaderboardRow, ...], ...]  # per checkpoint, most outlying first
+    boards: tuple[tuple[LeaderboardRow, ...], ...]  # per checkpoint, first place first
     labels: np.ndarray | None  # (images,) class codes, -1 = unlabelled; None: no labels at all
     class_names: tuple[str, ...]
     pred_names: tuple[str, ...]  # names of the timeline's pred_label codes
@@ -96,6 +118,9 @@ class Film:
     top_outliers: int
     tween: int
     subtitle: str
+    panel: str = "loss"  # the curve under the leaderboard, one of PANELS
+    curve: np.ndarray | None = None  # (k, 2) (step, value) of OUT/checkpoints for that panel
+    leaderboard: str = "outliers"  # what `boards` rank, one of LEADERBOARDS
 
     @property
     def n_checkpoints(self) -> int:
@@ -129,15 +154,26 @@ class Film:
 
 
 def load_film(
-    out: str | Path, projection: str = "pca", top_outliers: int = 8, tween: int = 0
+    out: str | Path,
+    projection: str = "pca",
+    top_outliers: int = 8,
+    tween: int = 0,
+    *,
+    panel: str = "loss",
+    leaderboard: str = "outliers",
 ) -> Film:
-    """Read OUT once into a `Film`: positions, leaderboards, thumbnails' images, loss.
+    """Read OUT once into a `Film`: positions, leaderboards, thumbnails' images, the curve.
+
+    `panel` (one of PANELS) is the curve under the leaderboard: the training loss, or the
+    accuracy or k-NN accuracy per checkpoint from OUT/checkpoints. `leaderboard` (one of
+    LEADERBOARDS) is what each checkpoint's board ranks (see `leaderboard`).
 
     Raises ExplorerError when OUT is not an OUT folder, has no timeline (a build without
-    `--run`), when the timeline lacks the chosen projection, or when an argument is out of
-    range.
+    `--run`), when the timeline lacks the chosen projection or the leaderboard's column, when
+    OUT/checkpoints lacks the panel's values, or when an argument is out of range.
     """
     _check_arguments(projection, top_outliers, tween)
+    _check_choices(panel, leaderboard)
     output = read(out)
     default, timeline = _default_and_timeline(output)
     table = timeline.with_format("arrow")[:]  # memory-mapped columns, nothing decoded
@@ -168,10 +204,13 @@ def load_film(
     xy[checkpoint_of_row, rows, 0] = x
     xy[checkpoint_of_row, rows, 1] = y
 
-    ranked = {"row": rows, "outlier_score": column("outlier_score", np.float64)}
+    ranked_by = _ranked_column(table.column_names, leaderboard, output.path)
+    ranked = {"row": rows, ranked_by: column(ranked_by, np.float64)}
+    if leaderboard == "label-issues" and not np.isfinite(ranked[ranked_by]).any():
+        raise ExplorerError(_no_label_quality(where))
     if "pred_label" in table.column_names:
         ranked["pred_label"] = column("pred_label", np.int64)
-    boards = _boards(ranked, checkpoint_of_row, len(steps), top_outliers)
+    boards = _boards(ranked, checkpoint_of_row, len(steps), top_outliers, leaderboard)
 
     labels, class_names = _labels(default)
     pred_names: tuple[str, ...] = ()
@@ -179,6 +218,7 @@ def load_film(
         feature = timeline.features["pred_label"]
         pred_names = tuple(getattr(feature, "names", None) or class_names)
     loss, eval_loss = _loss_curves(output.table("training_log"))
+    curve = _checkpoint_curve(output, panel)
 
     return Film(
         steps=steps,
@@ -196,6 +236,9 @@ def load_film(
         top_outliers=top_outliers,
         tween=tween,
         subtitle=_subtitle(output.run, n_images, projection),
+        panel=panel,
+        curve=curve,
+        leaderboard=leaderboard,
     )
 
 
@@ -210,6 +253,36 @@ def _check_arguments(projection: str, top_outliers: int, tween: int) -> None:
         )
     if tween < 0:
         raise ExplorerError(f"tween must be 0 or more, not {tween}")
+
+
+def _check_choices(panel: str, leaderboard: str) -> None:
+    if panel not in PANELS:
+        raise ExplorerError(f"panel must be one of {', '.join(PANELS)}, not {panel!r}")
+    if leaderboard not in LEADERBOARDS:
+        raise ExplorerError(
+            f"leaderboard must be one of {', '.join(LEADERBOARDS)}, not {leaderboard!r}"
+        )
+
+
+def _ranked_column(columns: list[str], leaderboard: str, out: Path) -> str:
+    """The timeline column the leaderboard ranks by, or an error naming how to get it."""
+    name, _ = RANKED_BY[leaderboard]
+    if name in columns:
+        return name
+    if leaderboard == "label-issues":
+        raise ExplorerError(_no_label_quality(out / "timeline"))
+    raise ExplorerError(
+        f"{out / 'timeline'} has no {name} column, which the {leaderboard!r} leaderboard "
+        f"ranks by: rebuild OUT with `explorer build --run RUN_FOLDER --out {out} --overwrite`"
+    )
+
+
+def _no_label_quality(where: Path) -> str:
+    return (
+        f"{where} has no label_quality, which the 'label-issues' leaderboard ranks by: it needs "
+        "a run with a classification head on a labelled split (`explorer build --run`); "
+        "choose leaderboard 'outliers' or 'moved'"
+    )
 
 
 def _default_and_timeline(output: Output) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -229,13 +302,17 @@ def _default_and_timeline(output: Output) -> tuple[datasets.Dataset, datasets.Da
 
 
 def _boards(
-    ranked: dict[str, np.ndarray], checkpoint_of_row: np.ndarray, n_checkpoints: int, n: int
+    ranked: dict[str, np.ndarray],
+    checkpoint_of_row: np.ndarray,
+    n_checkpoints: int,
+    n: int,
+    kind: str,
 ) -> tuple[tuple[LeaderboardRow, ...], ...]:
     """The leaderboard of every checkpoint from the timeline's columns `ranked`."""
     by_checkpoint = np.argsort(checkpoint_of_row, kind="stable")
     ends = np.searchsorted(checkpoint_of_row[by_checkpoint], np.arange(n_checkpoints), "right")
     return tuple(
-        tuple(leaderboard({name: values[mine] for name, values in ranked.items()}, n))
+        tuple(leaderboard({name: values[mine] for name, values in ranked.items()}, n, kind=kind))
         for mine in np.split(by_checkpoint, ends[:-1])
     )
 
@@ -299,6 +376,36 @@ def _loss_curves(log: datasets.Dataset | None) -> tuple[np.ndarray, np.ndarray]:
         pairs = np.stack([steps[keep], values[keep]], axis=1)
         curves.append(pairs[np.argsort(pairs[:, 0], kind="stable")])
     return curves[0], curves[1]
+
+
+def _checkpoint_curve(output: Output, panel: str) -> np.ndarray | None:
+    """(step, value) pairs of the panel's OUT/checkpoints column, finite and by step; None for
+    the loss panel. Raises ExplorerError naming how to get the values when OUT lacks them."""
+    if panel == "loss":
+        return None
+    name, where = PANEL_COLUMNS[panel], output.path / "checkpoints"
+    checkpoints = output.table("checkpoints")
+    if checkpoints is None:
+        raise ExplorerError(
+            f"{output.path} has no checkpoints table, which the {panel!r} panel needs: rebuild "
+            f"OUT with `explorer build --run RUN_FOLDER --out {output.path} --overwrite`, "
+            "or choose panel 'loss'"
+        )
+    pairs = np.zeros((0, 2))
+    if name in checkpoints.column_names and "step" in checkpoints.column_names:
+        table = checkpoints.with_format("arrow")[:]
+        steps, values = (
+            table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+            for c in ("step", name)
+        )
+        keep = np.isfinite(steps) & np.isfinite(values)
+        pairs = np.stack([steps[keep], values[keep]], axis=1)
+    if not len(pairs):
+        raise ExplorerError(
+            f"{where} has no {name} values, which the {panel!r} panel shows: they need "
+            f"{PANEL_NEEDS[panel]} (`explorer build --run`); or choose panel 'loss'"
+        )
+    return pairs[np.argsort(pairs[:, 0], kind="stable")]
 
 
 def _limits(xy: np.ndarray) -> tuple[float, float, float, float]:

@@ -41,6 +41,12 @@ class Geometry:
     # before and after alignment (None without a previous set).
     displacement_unaligned: float | None = None
     displacement_aligned: float | None = None
+    # Against a reference set (None without one): each image's nearest reference images,
+    # leave-one-out (rows of the reference, int64 (N, k)) and their cosine distances (float32
+    # (N, k)); each reference image's distances to its nearest other reference images (R, k).
+    reference_indices: np.ndarray | None = None
+    reference_distances: np.ndarray | None = None
+    reference_own_distances: np.ndarray | None = None
 
     @property
     def moved(self) -> tuple[float, float] | None:
@@ -48,6 +54,14 @@ class Geometry:
         if self.displacement_unaligned is None:
             return None
         return self.displacement_unaligned, self.displacement_aligned
+
+    @property
+    def view(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distances of each image to its nearest reference images, the reference's own), as
+        `outliers.combined_scores` takes a view; without a reference, the set's own graph twice."""
+        if self.reference_distances is None:
+            return self.knn_distances, self.knn_distances
+        return self.reference_distances, self.reference_own_distances
 
 
 def geometry(
@@ -58,6 +72,8 @@ def geometry(
     annoy_trees: int = 100,
     device: str = "cpu",
     umap: str = "new",
+    reference: np.ndarray | None = None,
+    exclude: np.ndarray | None = None,
     progress: Progress | None = None,
 ) -> Geometry:
     """The k-NN graph of `vectors` and everything drawn from it.
@@ -77,7 +93,15 @@ def geometry(
         Where `exact` multiplies (cpu, cuda, cuda:N).
     umap : {"new", "continued", "off"}, default="new"
         `new`: a UMAP map from a spectral start; `continued`: started from `previous.umap`
-        where there is one, for UMAP_CONTINUED_EPOCHS epochs (else as `new`); `off`: none.
+        where there is one, for UMAP_CONTINUED_EPOCHS epochs, and aligned onto it
+        (`projection.align`) (else as `new`); `off`: none.
+    reference : np.ndarray or None, default=None
+        Embeddings (R, D) of the reference set, by the same model: the outlier score is
+        cleanlab's `fit(reference).score(vectors)`, from exact k-NN searches (the reference's
+        own, and `vectors` against it). None: scored within `vectors` (`fit_score`).
+    exclude : np.ndarray or None, default=None
+        int64 (N,): the reference row that is image i itself (-1: none), left out of its
+        neighbours (leave-one-out).
     progress : Progress or None, default=None
         Announces and times the stages: k-NN, outlier scores, PCA, UMAP.
 
@@ -98,10 +122,19 @@ def geometry(
             indices, distances = neighbors.annoy_knn(vectors, k, annoy_trees)
         else:
             indices, distances = neighbors.exact_knn(vectors, k, device=device)
+    found = (None, None, None)
+    if reference is not None:
+        with stage("reference k-NN"):
+            found = _reference_knn(vectors, reference, exclude, device)
     with stage("outlier scores"):
-        if k < outliers.DEFAULT_K:
-            warnings.warn(f"only {len(vectors)} images: outlier scores use k={k}", stacklevel=2)
-        scores = outliers.outlier_scores(distances, min(outliers.DEFAULT_K, k))
+        if reference is None:
+            if k < outliers.DEFAULT_K:
+                warnings.warn(f"only {len(vectors)} images: outlier scores use k={k}", stacklevel=2)
+            scores = outliers.outlier_scores(distances, min(outliers.DEFAULT_K, k))
+        else:
+            scores = outliers.outlier_scores(
+                found[1], found[1].shape[1], reference_distances=found[2]
+            )
     moved = (None, None)
     with stage("PCA"):
         pca = projection.pca_2d(vectors)
@@ -121,7 +154,26 @@ def geometry(
                 vectors, self_indices, self_distances, init=start,
                 n_epochs=None if start is None else UMAP_CONTINUED_EPOCHS,
             )  # fmt: skip
-    return Geometry(indices, distances, scores, pca, umap_map, *moved)
+            if start is not None:
+                # umap-learn rescales its start into a 10 x 10 box and lets it drift: put the
+                # map back onto the one it started from, as the PCA maps are
+                umap_map = projection.align(start, umap_map)
+    return Geometry(indices, distances, scores, pca, umap_map, *moved, *found)
+
+
+def _reference_knn(
+    vectors: np.ndarray, reference: np.ndarray, exclude: np.ndarray | None, device: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices, distances) of each image's nearest reference images, leave-one-out, and the
+    reference's own distances: cleanlab's k (fewer, with a warning, for a tiny reference)."""
+    if len(reference) < 2:
+        raise ExplorerError(f"a reference set of {len(reference)} image(s) is too few: give more")
+    k = min(outliers.DEFAULT_K, len(reference) - 1)
+    if k < outliers.DEFAULT_K:
+        warnings.warn(f"only {len(reference)} reference images: scores use k={k}", stacklevel=3)
+    _, own = neighbors.exact_knn(reference, k, device=device)
+    indices, distances = neighbors.query_knn(vectors, reference, k, exclude=exclude, device=device)
+    return indices, distances, own
 
 
 def mean_displacements(moves: list[tuple[float, float]]) -> dict[str, float]:

@@ -1,12 +1,16 @@
 """Publish an enriched OUT folder as a Hugging Face dataset repo.
 
 `publish(out, repo_id)` turns the tables of `explorer build` (OUT/default, OUT/timeline,
-OUT/training_log: `save_to_disk` folders) into a Hub dataset repo and uploads it:
+OUT/training_log, OUT/checkpoints: `save_to_disk` folders) into a Hub dataset repo and uploads
+it:
 
     README.md                      dataset card: YAML (configs, features, license, tags) + docs
     data/<config>/train-*.parquet  one config per table, images embedded as bytes
     layouts/*.json                 Spotlight layouts made for the columns of `default`;
                                    layouts/default.json is the one `explorer show` opens
+    findings.json                  what to look at first (`explorer.findings`: title, rows of
+                                   `default`, severity, description, columns), which the
+                                   Space lists as Spotlight issues
     run.json                       how the data was made (`explorer build`'s record, with
                                    local absolute paths cut to their last component)
     animation.gif / .mp4           the fine-tuning animation, when OUT has one
@@ -41,6 +45,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from explorer import columns, output
 from explorer.errors import ExplorerError
 from explorer.files import written_in_place
+from explorer.findings import findings as find_findings
 from explorer.layouts import DEFAULT_LAYOUT_FILE, choose_layout, write_layouts
 from explorer.output import Output
 
@@ -48,8 +53,10 @@ TABLES = {  # config name -> what its columns mean
     "default": columns.DEFAULT,
     "timeline": columns.TIMELINE,
     "training_log": columns.TRAINING_LOG,
+    "checkpoints": columns.CHECKPOINTS,
 }
 SPLIT = "train"
+FINDINGS_FILE = "findings.json"  # what demo_space/app.py reads
 MAX_SHARD_BYTES = 500 * 2**20  # push_to_hub's default shard size
 TAGS = ["spotlight", "embeddings", "outlier-detection", "explorer"]
 NO_TOKEN = (
@@ -146,11 +153,13 @@ def write_repo(
     for config in TABLES:
         if config == "timeline" and not embeddings_timeline:
             continue
-        # timeline and training_log come only from a build with --run; default always.
+        # timeline, training_log and checkpoints come only from a build with --run.
         table = result.default if config == "default" else result.table(config)
         if table is not None:
             infos[config] = _write_parquet(table, repo / "data" / config, config)
     layouts, default_layout = _write_layouts(result, repo / "layouts")
+    listed = [finding.as_dict() for finding in find_findings(result)]
+    (repo / FINDINGS_FILE).write_text(json.dumps(listed, indent=2) + "\n")
     animations = []
     for path in result.animations:
         shutil.copyfile(path, repo / path.name)
@@ -345,6 +354,21 @@ def _spotlight_section(
         "opens for these columns. Layouts in this repo, each made for the columns of "
         f"`default`: {listed}.",
         "",
+        f"[`{FINDINGS_FILE}`]({FINDINGS_FILE}) lists what to look at first (outliers, images "
+        "also in the training data, label issues, near-duplicates, ...): per finding a title, "
+        "the rows of `default`, a severity, a description and the columns that show why. "
+        "Pass them to Spotlight as issues:",
+        "",
+        "```python",
+        "import json",
+        "from renumics.spotlight.analysis.typing import DataIssue",
+        "",
+        f'path = hf_hub_download("{repo_id}", "{FINDINGS_FILE}", repo_type="dataset")',
+        'keys = ("title", "rows", "severity", "description", "columns")',
+        "issues = [DataIssue(**{key: f[key] for key in keys}) for f in json.load(open(path))]",
+        "spotlight.show(ds, layout=layout, issues=issues)",
+        "```",
+        "",
     ]
     if "timeline" in infos:
         lines += [
@@ -354,6 +378,15 @@ def _spotlight_section(
             "```python",
             f'timeline = datasets.load_dataset("{repo_id}", "timeline", split="{SPLIT}")',
             "```",
+            "",
+        ]
+    if "checkpoints" in infos:
+        lines += [
+            "The `checkpoints` config has one row per checkpoint of the fine-tuning run: the "
+            "training loss at that step, the accuracy of its head (overall and per class), how "
+            "well its embeddings alone separate the classes (k-NN accuracy, cosine silhouette), "
+            "its outliers and label issues, and how far the neighbourhoods moved since the "
+            "checkpoint before. `explorer plot` draws these curves.",
             "",
         ]
     return lines

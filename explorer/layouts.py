@@ -10,10 +10,13 @@ Read top to bottom:
      of each.
    - `outlier_review`: the table sorted by `outlier_score_ft`, histograms of both scores,
      the label issues where there are any.
+   - `training_dynamics`: for a build from a run with a head, the data map (variability
+     against confidence, coloured by correctness) and the table sorted by forgetting events.
    - `basic`: table and inspector, for a dataset that is not enriched.
-   Every tab set opens on a scatterplot of precomputed coordinates or a table, so the
-   first view computes nothing; Spotlight's own similarity maps (which run UMAP in the
-   server) sit behind the maps in a second tab.
+   Every layout has Spotlight's issues widget, "Findings", listing `explorer.findings`
+   (selecting one selects its rows). Every tab set opens on a scatterplot of precomputed
+   coordinates, a table or the findings, so the first view computes nothing; Spotlight's own
+   similarity maps (which run UMAP in the server) sit behind the maps in a second tab.
 2. `choose_layout(columns)`: the one that fits, which `explorer show` opens.
 3. The JSON tools: `layout_columns` (the columns a layout names), `write_layouts` (the
    files of `explorer layouts` and of a published repo) and `resolve_layout` (a name, a
@@ -43,10 +46,14 @@ from renumics.spotlight import layout as sl  # noqa: E402
 from renumics.spotlight.layout import lenses  # noqa: E402
 from renumics.spotlight.layout.nodes import Layout, Tab  # noqa: E402
 
-LAYOUT_NAMES = ("pre_post_ft", "checkpoint_review", "outlier_review")
+LAYOUT_NAMES = ("pre_post_ft", "checkpoint_review", "outlier_review", "training_dynamics")
 
-# The columns of OUT/default (all optional ones included): what `write_layouts` assumes.
-ALL_COLUMNS: tuple[str, ...] = tuple(column_docs.DEFAULT)
+# The columns of OUT/default (all optional ones included, the training dynamics of a build
+# from a run too): what `write_layouts` assumes.
+ALL_COLUMNS: tuple[str, ...] = tuple({**column_docs.DEFAULT, **column_docs.DYNAMICS})
+
+# The columns of the data map: without them there is no training_dynamics layout.
+DYNAMICS_COLUMNS = ("confidence", "variability", "correctness", "forgetting_events")
 
 # The file, beside the named layouts, holding the layout `explorer show` opens for the
 # columns they were made for: what a published repo's Space serves.
@@ -103,6 +110,7 @@ def _inspectors(columns: Collection[str], key: str) -> list[Tab]:
         *_labels(columns),
         "pred_label",
         "pred_prob",
+        "outlier_score",
         "outlier_score_found",
         "outlier_score_ft",
         "label_quality",
@@ -121,15 +129,25 @@ def _inspectors(columns: Collection[str], key: str) -> list[Tab]:
 
 
 def _table(
-    name: str, columns: Collection[str], visible: list[str], sort_by: str | None = None
+    name: str,
+    columns: Collection[str],
+    visible: list[str],
+    sort_by: str | None = None,
+    order: Literal["ascending", "descending"] = "ascending",
 ) -> sl.Table:
-    """A table of the `visible` columns that exist, sorted ascending by `sort_by` if given.
+    """A table of the `visible` columns that exist, sorted by `sort_by` if given.
 
     No image columns: Spotlight 1.8's table prints "<bytes>" for them; the inspector shows
     the images of the selected rows.
     """
-    sorting = [(sort_by, "ascending")] if sort_by and sort_by in columns else None
+    sorting = [(sort_by, order)] if sort_by and sort_by in columns else None
     return sl.table(name, visible_columns=_present(columns, *visible), sort_by_columns=sorting)
+
+
+def _findings() -> Tab:
+    """Spotlight's issues widget: the findings `explorer show` passes (`explorer.findings`),
+    most severe first; clicking one selects its rows in every widget."""
+    return sl.tab(sl.issues("Findings"))
 
 
 def _map_tab(
@@ -211,7 +229,9 @@ def pre_post_ft(
         ],
     )
     top = sl.split(sl.tab(table), maps, orientation="horizontal", weight=3)
-    bottom = sl.split(*_inspectors(columns, "pre-post"), orientation="horizontal", weight=2)
+    bottom = sl.split(
+        _findings(), *_inspectors(columns, "pre-post"), orientation="horizontal", weight=2
+    )
     return sl.layout(top, bottom, orientation="vertical")
 
 
@@ -263,6 +283,7 @@ def checkpoint_review(
                 "outlier_score_ft",
             )
         ),
+        _findings(),
         *_inspectors(columns, "checkpoints"),
         orientation="horizontal",
         weight=2,
@@ -301,7 +322,8 @@ def outlier_review(
         orientation="horizontal",
         weight=3,
     )
-    panels = [
+    panels = [_findings()]
+    panels += [
         sl.tab(sl.histogram(f"Outlier score {name}", score, stack_by_column=label))
         for name, score in zip(names, ("outlier_score_found", "outlier_score_ft"), strict=True)
         if score in columns
@@ -321,8 +343,39 @@ def outlier_review(
     return sl.layout(top, bottom, orientation="vertical")
 
 
+def training_dynamics(
+    columns: Collection[str] = ALL_COLUMNS, names: tuple[str, str] = DEFAULT_NAMES
+) -> Layout:
+    """What each image did during fine-tuning: the data map, the most forgotten first.
+
+    The data map (Swayamdipta et al., 2020) plots `variability` (x) against `confidence`
+    (y), coloured by `correctness`: easy images high and to the left, hard ones low and to
+    the left, ambiguous ones to the right. The table is sorted by `forgetting_events`,
+    descending; below, the findings and the image with its nearest neighbour. Needs the
+    DYNAMICS_COLUMNS (a build from a run with a classification head); `names` is unused.
+    Parameters and return value otherwise as for `pre_post_ft`.
+    """
+    data_map = sl.scatterplot(
+        "Data map", "variability", "confidence", color_by_column="correctness"
+    )
+    table = _table(
+        "Forgetting",
+        columns,
+        # Few columns, so that forgetting_events is in view: Spotlight 1.8 shows the
+        # visible columns in the dataset's order, not in this one.
+        ["forgetting_events", "learned_step", *_labels(columns), "pred_label", "region"],
+        "forgetting_events",
+        "descending",
+    )
+    top = sl.split(sl.tab(table), sl.tab(data_map), orientation="horizontal", weight=3)
+    bottom = sl.split(
+        _findings(), *_inspectors(columns, "dynamics"), orientation="horizontal", weight=2
+    )
+    return sl.layout(top, bottom, orientation="vertical")
+
+
 def basic(columns: Collection[str], names: tuple[str, str] = DEFAULT_NAMES) -> Layout:
-    """For a dataset that is not enriched (no maps, no scores): table and inspector.
+    """For a dataset that is not enriched (no maps, no scores): table, findings, inspector.
 
     `names` is unused; it is there so that every builder is called alike.
     """
@@ -330,6 +383,7 @@ def basic(columns: Collection[str], names: tuple[str, str] = DEFAULT_NAMES) -> L
     return sl.layout(
         sl.split(
             sl.tab(sl.table("Table")),
+            _findings(),
             sl.tab(sl.inspector("Inspector", views or None)),
             orientation="horizontal",
         )
@@ -340,6 +394,7 @@ LAYOUTS: dict[str, Callable[..., Layout]] = {
     "pre_post_ft": pre_post_ft,
     "checkpoint_review": checkpoint_review,
     "outlier_review": outlier_review,
+    "training_dynamics": training_dynamics,
 }
 
 
@@ -494,7 +549,8 @@ def resolve_layout(
     Raises
     ------
     ExplorerError
-        For an unknown name, a missing or invalid file, or a file naming missing columns.
+        For an unknown name, a missing or invalid file, or a named layout or a file naming
+        missing columns.
     """
     if isinstance(layout, Layout):
         return "custom", layout
@@ -503,7 +559,14 @@ def resolve_layout(
         make = LAYOUTS.get(name, basic)
         return name, make(columns, names)
     if str(layout) in LAYOUTS:
-        return str(layout), LAYOUTS[str(layout)](columns, names)
+        made = LAYOUTS[str(layout)](columns, names)
+        missing = sorted(layout_columns(made) - set(columns))
+        if missing:
+            raise ExplorerError(
+                f"layout {layout} needs columns the dataset lacks ({', '.join(missing)}): "
+                f"leave --layout out to get a fitting layout{_NEEDS.get(str(layout), '')}"
+            )
+        return str(layout), made
     path = Path(layout).expanduser()
     if path.suffix != ".json" and not path.is_file():
         raise ExplorerError(
@@ -511,6 +574,15 @@ def resolve_layout(
             "or a layout JSON file"
         )
     return path.stem, _read_layout_file(path, columns)
+
+
+# What a named layout's columns come from, for the error when they are missing.
+_NEEDS = {
+    "pre_post_ft": " (its maps come from `explorer build`)",
+    "checkpoint_review": " (its maps come from `explorer build`)",
+    "training_dynamics": " (its columns come from `explorer build --run` with a classification "
+    "head)",
+}
 
 
 def _read_layout_file(path: Path, columns: Collection[str]) -> Layout:

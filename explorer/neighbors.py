@@ -79,6 +79,67 @@ def exact_knn(
     return indices, distances
 
 
+def query_knn(
+    queries: np.ndarray,
+    base: np.ndarray,
+    k: int,
+    *,
+    exclude: np.ndarray | None = None,
+    block_size: int = 2048,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest rows of `base` to every row of `queries` by cosine distance, exactly.
+
+    queries: (Q, D) float; base: (B, D) float, the same D. exclude: int64 (Q,), for each query
+    a base row it may not take (the image itself, where the two sets share images:
+    leave-one-out), or -1 for none. Returns (indices into `base` int64 (Q, k), distances
+    float32 (Q, k)), nearest first. As in `exact_knn`, float32 tiles of `block_size` rows give
+    k + 4 candidates per query, re-measured in float64; memory stays O(Q * k + block * block)
+    beside the inputs.
+    """
+    n_queries, n_base = len(queries), len(base)
+    exclude = np.full(n_queries, -1) if exclude is None else np.asarray(exclude)
+    available = n_base - int((exclude >= 0).any())
+    if not 1 <= k <= available:
+        raise ExplorerError(f"k={k} neighbours needs more reference images than {n_base}")
+    m = min(k + _SPARE, available)  # candidates per query, re-measured in float64
+    x, x_norms, x_unit = _vectors(queries, device)
+    y, y_norms, y_unit = _vectors(base, device)
+    skip = torch.as_tensor(exclude, dtype=torch.int64, device=device)
+    indices = np.empty((n_queries, k), dtype=np.int64)
+    distances = np.empty((n_queries, k), dtype=np.float32)
+    for a in range(0, n_queries, block_size):
+        stop = min(a + block_size, n_queries)
+        best = torch.full((stop - a, m), -torch.inf, device=device)
+        best_index = torch.zeros((stop - a, m), dtype=torch.int64, device=device)
+        for c in range(0, n_base, block_size):
+            similarity = x_unit[a:stop] @ y_unit[c : c + block_size].T
+            column = skip[a:stop] - c  # the excluded base row, where it falls in this tile
+            hit = ((column >= 0) & (column < similarity.shape[1])).nonzero()[:, 0]
+            similarity[hit, column[hit]] = -torch.inf
+            found = similarity.topk(min(m, similarity.shape[1]), dim=1, sorted=False)
+            values = torch.cat([best, found.values], dim=1)
+            candidates = torch.cat([best_index, found.indices + c], dim=1)
+            top = values.topk(m, dim=1, sorted=False)
+            best, best_index = top.values, candidates.gather(1, top.indices)
+        for start in range(a, stop, _REFINE_ROWS):
+            end = min(start + _REFINE_ROWS, stop)
+            index = best_index[start - a : end - a]
+            dots = torch.bmm(y[index], x[start:end, :, None])[..., 0]
+            exact = (1 - dots / (y_norms[index] * x_norms[start:end, None])).clamp_(min=0)
+            order = exact.argsort(dim=1, stable=True)[:, :k]
+            indices[start:end] = index.gather(1, order).cpu().numpy()
+            distances[start:end] = exact.gather(1, order).cpu().numpy()
+    return indices, distances
+
+
+def _vectors(vectors: np.ndarray, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(float64 vectors, their float64 norms, float32 unit vectors) on `device`."""
+    x = torch.as_tensor(np.asarray(vectors), device=device).double()
+    norms = torch.linalg.vector_norm(x, dim=1).clamp_(min=1e-12)
+    return x, norms, (x / norms[:, None]).float()
+
+
 def annoy_knn(embeddings: np.ndarray, k: int, trees: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """The seed's approximate k-NN: Annoy, angular metric, `trees` trees.
 

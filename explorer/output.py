@@ -2,9 +2,9 @@
 
 An OUT folder holds `run.json` (how it was made) and one `save_to_disk` folder per table:
 `default` (one row per image) and, for a build from a run, `timeline` (per image and
-checkpoint) and `training_log` (the loss). `explorer build` writes OUT whole under another
-name and renames it into place with `run.json` inside, so "is it complete?" is one check:
-does `run.json` exist.
+checkpoint), `training_log` (the loss) and `checkpoints` (one row per checkpoint). `explorer
+build` writes OUT whole under another name and renames it into place with `run.json` inside,
+so "is it complete?" is one check: does `run.json` exist.
 
 `read(path)` returns an `Output`; every consumer gets the same one-line errors for a path
 that is missing, a file, or not an OUT folder.
@@ -22,7 +22,7 @@ import datasets
 from explorer.errors import ExplorerError
 
 RUN_RECORD = "run.json"
-TABLES = ("default", "timeline", "training_log")
+TABLES = ("default", "timeline", "training_log", "checkpoints")
 ANIMATION_SUFFIXES = (".gif", ".mp4")
 # What the two embeddings are called in titles when run.json names no checkpoints.
 DEFAULT_NAMES = ("foundation", "fine-tuned")

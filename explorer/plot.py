@@ -26,6 +26,7 @@ from explorer.files import written_in_place
 
 FORMATS = (".png", ".svg", ".pdf")
 PANEL_HEIGHT = 2.5  # inches per panel
+MAX_MARKERS = 60  # points per line up to which each is marked (checkpoints; not a loss log)
 MAX_LEGEND = 10  # more classes than this: their lines stay, their legend entries would not fit
 # Per label: the overall accuracy stands out above the class lines; eval curves are dashed.
 STYLES = {
@@ -86,7 +87,8 @@ def curves_figure(out: str | Path | output.Output, *, width: float = 8.0) -> Fig
         ax.set_title(TITLES[name], loc="left", fontsize="medium")
         ax.grid(alpha=0.3)
         for label, x, y in panels[name]:
-            ax.plot(x, y, label=label, marker=".", **STYLES.get(label, {}))
+            marker = "." if len(x) <= MAX_MARKERS else None  # a logged loss: a line is clearer
+            ax.plot(x, y, label=label, marker=marker, **STYLES.get(label, {}))
         if name == "accuracy" and per_class:
             _draw_per_class(ax, per_class)
         shown = len(ax.get_legend_handles_labels()[1])

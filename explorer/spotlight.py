@@ -6,7 +6,9 @@ Read top to bottom:
    `explorer.output`; a `save_to_disk` folder; a `datasets.Dataset`) as a `Source`, the
    table and what its two embeddings are called.
 2. `spotlight_dtypes`: Spotlight dtypes from the dataset's features.
-3. `show(...)` (non-blocking, for notebooks) and `serve(...)` (blocking, for `explorer
+3. `data_issues`: the findings of the table (`explorer.findings`) as Spotlight issues, which
+   the issues widget of every layout lists; selecting one selects its rows.
+4. `show(...)` (non-blocking, for notebooks) and `serve(...)` (blocking, for `explorer
    show`), both through `_open`, which picks the layout with `explorer.layouts`.
 
 What the reviewer sees (the layouts and their JSON) lives in `explorer.layouts`.
@@ -19,6 +21,7 @@ them all (and lose the ClassLabels).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import signal
 import sys
@@ -34,6 +37,7 @@ from loguru import logger
 
 from explorer import output
 from explorer.errors import ExplorerError
+from explorer.findings import findings as find_findings
 from explorer.layouts import Layout, resolve_layout
 from explorer.output import DEFAULT_NAMES
 
@@ -42,6 +46,8 @@ from explorer.output import DEFAULT_NAMES
 logger.disable("renumics.spotlight.analysis.analyzers.cleanvision")
 
 from renumics import spotlight  # noqa: E402
+from renumics.spotlight.analysis.typing import DataIssue  # noqa: E402
+from renumics.spotlight.app_config import AppConfig  # noqa: E402
 from renumics.spotlight.dtypes import CategoryDType, EmbeddingDType  # noqa: E402
 from renumics.spotlight.viewer import Viewer  # noqa: E402
 
@@ -143,6 +149,48 @@ def spotlight_dtypes(features: datasets.Features) -> dict[str, Any]:
     return result
 
 
+def data_issues(dataset: datasets.Dataset) -> list[DataIssue]:
+    """The findings of a table (`explorer.findings.findings`) as Spotlight issues.
+
+    Parameters
+    ----------
+    dataset : datasets.Dataset
+        A table with OUT/default's columns (those it lacks give no finding of their kind).
+
+    Returns
+    -------
+    list of DataIssue
+        One per finding, most severe first: its title (with the count), rows (most important
+        first), severity, description and the columns that show why.
+    """
+    return [
+        DataIssue(
+            title=finding.title,
+            rows=finding.rows,
+            severity=finding.severity,
+            columns=finding.columns,
+            description=finding.description,
+        )
+        for finding in find_findings(dataset)
+    ]
+
+
+def _clear_issues(viewer: Viewer) -> None:
+    """Remove the issues of the dataset a reused server showed before.
+
+    Spotlight 1.8 takes `issues=[]` for "leave the issues as they are" (`viewer.py` turns an
+    empty list into None), so a dataset without findings on a port that served one with
+    findings would list the old findings, with rows of the old dataset. This sends the empty
+    list itself, and keeps it in the config a restarted server process is given.
+    """
+    server = getattr(viewer, "_server", None)
+    if server is None:
+        return
+    kept = server._app_config
+    server.update(AppConfig(custom_issues=[]))
+    server._app_config = dataclasses.replace(kept, custom_issues=[])
+
+
 # --------------------------------------------------------------------------- show and serve
 
 
@@ -182,6 +230,7 @@ def _open(
     root = None
     if allow_filebrowsing and not isinstance(dataset_or_folder, datasets.Dataset):
         root = str(Path(dataset_or_folder).expanduser())
+    issues = data_issues(source.dataset)
     try:
         with _quiet():
             viewer = spotlight.show(
@@ -195,7 +244,11 @@ def _open(
                 wait=False,
                 dtype=spotlight_dtypes(source.dataset.features),
                 no_ssl=no_ssl,
+                analyze=False,  # Spotlight's own generic analyzers: explorer's findings instead
+                issues=issues,
             )
+            if not issues:
+                _clear_issues(viewer)
     except OSError as error:
         # The server binds the port itself: EADDRINUSE, EACCES, or a host that isn't ours.
         raise ExplorerError(
@@ -215,13 +268,18 @@ def show(
 ) -> Viewer:
     """Open an enriched dataset in Spotlight and return at once (for notebooks and scripts).
 
+    The findings of the data (`explorer.findings`: outliers, leaks, label issues, never
+    learned, forgotten, near-duplicates) are listed as Spotlight issues in every layout's
+    issues widget; Spotlight's own analyzers stay off.
+
     Parameters
     ----------
     dataset_or_folder : str, Path or datasets.Dataset
         An OUT folder of `explorer build`, a `save_to_disk` folder or a Dataset (one split).
     layout : None, a name, a JSON file or a Layout, default=None
         None for the one that fits the data (`explorer.layouts.choose_layout`), a name
-        (pre_post_ft, checkpoint_review, outlier_review), a JSON file or a Spotlight Layout.
+        (pre_post_ft, checkpoint_review, outlier_review, training_dynamics), a JSON file or
+        a Spotlight Layout.
     host : str, default="127.0.0.1"
         Another host is served without TLS, with a warning.
     port : int or "auto", default="auto"

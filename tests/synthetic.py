@@ -15,6 +15,16 @@ from PIL import Image
 
 CLASS_NAMES = ["zero", "one", "two", "three"]
 
+# What `write_synthetic_out(findings=True, image_dynamics=True)` plants (rows of OUT/default;
+# it needs n_images >= 32). Every other row is unremarkable: outlier_score above 0.5, no
+# duplicate, no leak, no label issue, learned, forgotten at most once.
+PLANTED_OUTLIERS = {3: 0.2, 17: 0.05, 29: 0.45, 30: 0.4}  # row: outlier_score
+PLANTED_LEAKS = {8: 0.01, 21: 0.0}  # row: nn_reference_distance
+PLANTED_DUPLICATES = {0: [10, 11], 1: [12, 13, 14]}  # duplicate_group: rows
+PLANTED_LABEL_ISSUES = {1: (2, 0.05), 5: (2, 0.01), 2: (3, 0.02)}  # row: (pred, quality)
+PLANTED_NEVER_LEARNED = {7: 0.1, 19: 0.05}  # row: confidence (correctness 0)
+PLANTED_FORGOTTEN = {4: 3, 9: 2, 15: 2}  # row: forgetting_events
+
 
 def _image(rng: np.random.Generator, label: int) -> Image.Image:
     pixels = rng.integers(0, 60, size=(16, 16, 3), dtype=np.uint8)
@@ -29,10 +39,18 @@ def write_synthetic_out(
     labels: bool = True,
     dim: int = 8,
     seed: int = 0,
+    dynamics: bool = False,
+    findings: bool = False,
+    image_dynamics: bool = False,
 ) -> Path:
     """Write OUT/default, OUT/timeline, OUT/training_log and OUT/run.json; return `out`.
 
-    `steps=()` writes no timeline and no training log (a two-model build).
+    `steps=()` writes no timeline and no training log (a two-model build). `dynamics=True`
+    adds issue 16's timeline columns and OUT/checkpoints (see `_add_dynamics`).
+    `findings=True` adds issue 15's columns of OUT/default (outlier_score, is_outlier,
+    duplicates, leaks) and, with labels, makes the label issues exactly PLANTED_LABEL_ISSUES;
+    `image_dynamics=True` adds issue 16's (movement and, with labels, the data map and
+    forgetting): the PLANTED_* values above (see `_planted`).
     """
     rng = np.random.default_rng(seed)
     out = Path(out)
@@ -92,6 +110,14 @@ def write_synthetic_out(
             "label_quality": datasets.Value("float32"),
             "is_label_issue": datasets.Value("bool"),
         }
+    if findings or image_dynamics:
+        planted = _planted(n_images, label, labels=labels, findings=findings, seed=seed)
+        if not image_dynamics:
+            planted = {name: value for name, value in planted.items() if name not in _DYNAMICS}
+        if not findings:
+            planted = {name: value for name, value in planted.items() if name in _DYNAMICS}
+        columns.update({name: values for name, (values, _) in planted.items()})
+        features.update({name: feature for name, (_, feature) in planted.items()})
     default = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
     default.save_to_disk(out / "default")
 
@@ -133,6 +159,8 @@ def write_synthetic_out(
         }
         if labels:
             timeline_features["pred_label"] = datasets.ClassLabel(names=CLASS_NAMES)
+        if dynamics:
+            _add_dynamics(out, rows, timeline_features, steps, labels=labels, seed=seed)
         timeline = datasets.Dataset.from_list(rows, features=datasets.Features(timeline_features))
         timeline.save_to_disk(out / "timeline")
         log_steps = np.arange(1, max(steps) + 1)
@@ -160,3 +188,114 @@ def write_synthetic_out(
     }
     (out / "run.json").write_text(json.dumps(run, indent=2))
     return out
+
+
+_DYNAMICS = (
+    "confidence", "variability", "correctness", "region", "forgetting_events", "learned_step",
+    "movement",
+)  # fmt: skip
+
+
+def _planted(n: int, label: np.ndarray, *, labels: bool, findings: bool, seed: int) -> dict:
+    """{column: (values, feature)} of the PLANTED_* columns, unremarkable values elsewhere
+    (the label columns only with `labels`, and overridden only with `findings`). Their own
+    random generator, so every other column is the same with or without them."""
+    assert n >= 32, "the planted rows need n_images >= 32"
+    rng = np.random.default_rng(seed + 2)
+    f32, i64 = datasets.Value("float32"), datasets.Value("int64")
+    score = rng.uniform(0.55, 1, n).astype(np.float32)
+    score[list(PLANTED_OUTLIERS)] = list(PLANTED_OUTLIERS.values())
+    group = np.full(n, -1, dtype=np.int64)
+    for number, rows in PLANTED_DUPLICATES.items():
+        group[rows] = number
+    sizes = {number: len(rows) for number, rows in PLANTED_DUPLICATES.items()}
+    distance = rng.uniform(0.2, 0.6, n).astype(np.float32)
+    distance[list(PLANTED_LEAKS)] = list(PLANTED_LEAKS.values())
+    planted = {
+        "outlier_score": (score, f32),
+        "is_outlier": (score < 0.5, datasets.Value("bool")),
+        "duplicate_group": (group, i64),
+        "duplicate_count": (np.array([sizes.get(g, 1) - 1 for g in group]), i64),
+        "nn_reference_id": (rng.permutation(n), i64),
+        "nn_reference_distance": (distance, f32),
+        "is_leak": (np.isin(np.arange(n), list(PLANTED_LEAKS)), datasets.Value("bool")),
+        "movement": (rng.uniform(0, 1, n).astype(np.float32), f32),
+    }
+    if not labels:
+        return planted
+    if findings:  # exactly the planted label issues
+        pred, quality = label.copy(), rng.uniform(0.3, 1, n).astype(np.float32)
+        for row, (predicted, low) in PLANTED_LABEL_ISSUES.items():
+            pred[row], quality[row] = predicted, low
+        planted |= {
+            "pred_label": (pred, datasets.ClassLabel(names=CLASS_NAMES)),
+            "label_quality": (quality, f32),
+            "is_label_issue": (pred != label, datasets.Value("bool")),
+        }
+    correctness = rng.choice([0.5, 0.75, 1.0], n).astype(np.float32)
+    confidence = rng.uniform(0.4, 1, n).astype(np.float32)
+    correctness[list(PLANTED_NEVER_LEARNED)] = 0
+    confidence[list(PLANTED_NEVER_LEARNED)] = list(PLANTED_NEVER_LEARNED.values())
+    events = rng.integers(0, 2, n)
+    events[list(PLANTED_FORGOTTEN)] = list(PLANTED_FORGOTTEN.values())
+    learned = np.where(correctness == 1, 0, 10).astype(np.float32)
+    learned[list(PLANTED_NEVER_LEARNED)] = np.nan
+    variability = rng.uniform(0, 0.4, n).astype(np.float32)
+    region = np.where(variability > 0.25, "ambiguous", np.where(confidence >= 0.5, "easy", "hard"))
+    return planted | {
+        "confidence": (confidence, f32),
+        "variability": (variability, f32),
+        "correctness": (correctness, f32),
+        "region": (region.tolist(), datasets.Value("string")),
+        "forgetting_events": (events, i64),
+        "learned_step": (learned, f32),
+    }
+
+
+def _add_dynamics(
+    out: Path, rows: list[dict], features: dict, steps: tuple[int, ...], *, labels: bool, seed: int
+) -> None:
+    """Add the timeline's `movement` (NaN at the first checkpoint; tenths, so many ties) and,
+    with labels, `label_quality` to `rows` and `features`, and write OUT/checkpoints with
+    known curves: accuracy = linspace(0.25, 0.95) over the checkpoints, knn_accuracy =
+    0.9 - 0.4 * 0.5**k (both only with labels). Drawn from their own generator, so every other
+    value is that of an OUT without dynamics."""
+    rng = np.random.default_rng(seed + 1)
+    for entry in rows:
+        first = entry["step"] == steps[0]
+        entry["movement"] = float("nan") if first else float(rng.integers(0, 11) / 10)
+        if labels:
+            entry["label_quality"] = float(rng.uniform(0, 1))
+    features["movement"] = datasets.Value("float32")
+    if labels:
+        features["label_quality"] = datasets.Value("float32")
+
+    n, k = len(steps), np.arange(len(steps))
+    at_step = [[entry for entry in rows if entry["step"] == step] for step in steps]
+    table = {
+        "step": np.asarray(steps, dtype=np.int64),
+        "epoch": (np.asarray(steps) / 20).astype(np.float32),
+        "loss": [2.0 * np.exp(-step / 8) + 0.1 if step else np.nan for step in steps],
+        "mean_outlier_score": [np.mean([e["outlier_score"] for e in a]) for a in at_step],
+        "outliers": [sum(e["outlier_score"] < 0.1 for e in a) for a in at_step],
+        "movement": [np.mean([e["movement"] for e in a]) for a in at_step],
+    }
+    types = {"step": "int64", "outliers": "int64"}
+    if labels:
+        table["accuracy"] = np.linspace(0.25, 0.95, n)
+        table["per_class_accuracy"] = np.tile(table["accuracy"][:, None], len(CLASS_NAMES))
+        table["knn_accuracy"] = 0.9 - 0.4 * 0.5**k
+        table["class_separation"] = np.linspace(-0.1, 0.6, n)
+        table["label_issues"] = [sum(e["label_quality"] < 0.1 for e in a) for a in at_step]
+        types["label_issues"] = "int64"
+    checkpoint_features = {
+        name: datasets.Value(types.get(name, "float32"))
+        if name != "per_class_accuracy"
+        else datasets.List(datasets.Value("float32"), length=len(CLASS_NAMES))
+        for name in table
+    }
+    checkpoints = datasets.Dataset.from_dict(
+        {name: np.asarray(values).tolist() for name, values in table.items()},
+        features=datasets.Features(checkpoint_features),
+    )
+    checkpoints.save_to_disk(out / "checkpoints")

@@ -3,7 +3,9 @@
 They check what a viewer would: the number and size of frames in the GIF and MP4, that each
 frame's leaderboard holds the images the timeline ranks lowest at that step (against a brute
 force, and in the frame's pixels), byte-for-byte determinism, and the edge cases (a single
-checkpoint, no labels, no training log, a bad suffix, no timeline).
+checkpoint, no labels, no training log, a bad suffix, no timeline). The options of issue 16
+(`--leaderboard`, `--panel`) are checked against a synthetic OUT with dynamics columns and an
+OUT/checkpoints table.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from synthetic import CLASS_NAMES, write_synthetic_out
 
 from explorer.animate import animate, frames, gif_frame
 from explorer.cli import main
-from explorer.draw import FrameRenderer, class_colors
+from explorer.draw import FrameRenderer, class_colors, layout
 from explorer.errors import ExplorerError
-from explorer.film import leaderboard, load_film
+from explorer.film import LEADERBOARDS, PANELS, leaderboard, load_film
 
 SIZE = (640, 360)  # small frames keep the tests fast; the layout is the same at any size
 STEPS = (0, 10, 20)
@@ -337,7 +339,15 @@ def test_a_missing_timeline_names_build_run(tmp_path):
 
 @pytest.mark.parametrize(
     "arguments",
-    [{"projection": "tsne"}, {"top_outliers": 0}, {"tween": -1}, {"fps": 0}, {"size": (100, 80)}],
+    [
+        {"projection": "tsne"},
+        {"top_outliers": 0},
+        {"tween": -1},
+        {"fps": 0},
+        {"size": (100, 80)},
+        {"panel": "f1"},
+        {"leaderboard": "duplicates"},
+    ],
 )
 def test_bad_arguments_are_explorer_errors(out, tmp_path, arguments):
     with pytest.raises(ExplorerError):
@@ -370,3 +380,198 @@ def test_fewer_images_than_leaderboard_places(tmp_path):
     renderer.render(1)
     assert len(renderer.slots) == len(film.frame(1).leaders) == 5
     assert gif_frames(animate(out, tmp_path / "f.gif", size=SIZE, progress=False)).shape[0] == 2
+
+
+# --- what the leaderboard ranks and which curve is shown (issue 16) ----------------------------
+
+RANKED = {"outliers": ("outlier_score", 1), "label-issues": ("label_quality", 1)}
+RANKED["moved"] = ("movement", -1)  # highest first
+
+
+@pytest.fixture(scope="module")
+def dynamic_out(tmp_path_factory) -> Path:
+    """OUT with the timeline's movement and label_quality and an OUT/checkpoints table."""
+    out = tmp_path_factory.mktemp("dynamic") / "OUT"
+    return write_synthetic_out(out, n_images=40, steps=STEPS, dynamics=True)
+
+
+@pytest.fixture(scope="module")
+def dynamic_timeline(dynamic_out) -> dict[int, dict[str, np.ndarray]]:
+    table = datasets.load_from_disk(str(dynamic_out / "timeline")).to_pandas()
+    return {
+        int(step): {name: group[name].to_numpy() for name in group.columns}
+        for step, group in table.groupby("step")
+    }
+
+
+def ranked_brute_force(at_step: dict[str, np.ndarray], kind: str, n: int) -> list[tuple]:
+    """The first n (value, row) pairs of `kind`'s board, by sorting every finite pair."""
+    column, sign = RANKED[kind]
+    pairs = [
+        (sign * value, row)
+        for value, row in zip(at_step[column].tolist(), at_step["row"].tolist(), strict=True)
+        if np.isfinite(value)
+    ]
+    return [(sign * value, row) for value, row in sorted(pairs)[:n]]
+
+
+@pytest.mark.parametrize("kind", LEADERBOARDS)
+def test_leaderboard_ranks_by_the_chosen_column_with_ties_and_nans(kind):
+    column, _ = RANKED[kind]
+    rng = np.random.default_rng(4)
+    values = rng.choice([0.0, 0.1, 0.5, 0.9, 1.0, np.nan], size=300)  # many ties
+    rows = rng.permutation(300)
+    for n in (1, 8, 1000):
+        got = leaderboard({"row": rows, column: values}, n, kind=kind)
+        at_step = {"row": rows, column: values}
+        assert [(e.score, e.row) for e in got] == ranked_brute_force(at_step, kind, n)
+        assert [e.rank for e in got] == list(range(1, len(got) + 1))
+
+
+@pytest.mark.parametrize("kind", ["label-issues", "moved"])
+def test_every_frame_holds_the_rows_its_leaderboard_ranks_first(
+    dynamic_out, dynamic_timeline, kind
+):
+    tween = 1
+    film = load_film(dynamic_out, top_outliers=6, tween=tween, leaderboard=kind)
+    assert film.leaderboard == kind
+    for index in range(film.n_frames):
+        step = STEPS[index // (tween + 1)]
+        expected = ranked_brute_force(dynamic_timeline[step], kind, 6)
+        assert [(e.score, e.row) for e in film.frame(index).leaders] == expected
+    # movement is NaN at the first checkpoint: nothing has moved, the board is empty.
+    assert (film.boards[0] == ()) is (kind == "moved")
+    assert all(len(board) == 6 for board in film.boards[1:])
+
+
+@pytest.mark.parametrize(
+    "kind, title, text",
+    [
+        ("outliers", "Top 6 outliers", lambda v: f"{v:.4f}"),
+        ("label-issues", "Top 6 label issues", lambda v: f"p(label) {v:.4f}"),
+        ("moved", "Top 6 moved", lambda v: f"moved {v:.2f}"),
+    ],
+)
+def test_the_rendered_board_says_what_it_ranks_and_rings_its_rows(dynamic_out, kind, title, text):
+    film = load_film(dynamic_out, top_outliers=6, leaderboard=kind)
+    renderer = FrameRenderer(film, SIZE)
+    renderer.render(2)
+    leaders = film.frame(2).leaders
+    assert title in [t.get_text() for t in renderer.figure.texts]
+    assert [t.get_text() for t in renderer.score_texts] == [text(e.score) for e in leaders]
+    assert renderer.board.note.get_text() == ""
+    ring_xy = renderer.map.rings.get_offsets()
+    np.testing.assert_array_equal(ring_xy, film.frame(2).xy[[e.row for e in leaders]])
+
+
+def test_the_moved_board_of_the_first_checkpoint_is_empty_and_says_why(dynamic_out):
+    film = load_film(dynamic_out, top_outliers=6, leaderboard="moved")
+    renderer = FrameRenderer(film, SIZE)
+    first = renderer.render(0)
+    assert renderer.board.note.get_text() == "nothing has moved yet: first checkpoint"
+    assert not any(t.get_visible() for t in renderer.rank_texts)
+    assert np.isnan(np.asarray(renderer.map.rings.get_offsets(), float)).all()  # no rings
+    top, left, side = renderer.slots[0].thumb
+    assert (
+        first[top : top + side, left : left + side]
+        != renderer.render(1)[top : top + side, left : left + side]
+    ).any()  # a thumbnail appears at the second checkpoint
+    assert renderer.board.note.get_text() == ""
+
+
+@pytest.mark.parametrize(
+    "panel, column", [("accuracy", "accuracy"), ("knn-accuracy", "knn_accuracy")]
+)
+def test_the_panel_curve_is_the_checkpoints_column_with_the_step_marked(dynamic_out, panel, column):
+    checkpoints = datasets.load_from_disk(str(dynamic_out / "checkpoints"))
+    expected = np.c_[checkpoints["step"], np.asarray(checkpoints[column], np.float32)]
+    film = load_film(dynamic_out, panel=panel, tween=1)
+    np.testing.assert_array_equal(film.curve, expected)
+    renderer = FrameRenderer(film, SIZE)
+    np.testing.assert_array_equal(np.c_[renderer.curve.whole.get_data()], expected)
+    for index in range(film.n_frames):
+        renderer.render(index)
+        frame = film.frame(index)
+        now = np.interp(frame.step, expected[:, 0], expected[:, 1])
+        done = np.c_[renderer.curve.done.get_data()]
+        np.testing.assert_allclose(done[:-1], expected[expected[:, 0] <= frame.step])
+        np.testing.assert_allclose(done[-1], [frame.step, now])
+        np.testing.assert_allclose(np.c_[renderer.curve.now_dot.get_data()], [[frame.step, now]])
+        assert renderer.curve.value_text.get_text() == f"{now:.3f} at step {round(frame.step)}"
+
+
+def test_each_panel_draws_its_own_curve_and_leaves_the_rest_of_the_frame_alone(dynamic_out):
+    rendered = {
+        panel: FrameRenderer(load_film(dynamic_out, panel=panel), SIZE).render(1)
+        for panel in PANELS
+    }
+    box = layout(SIZE).loss  # the curve's axes: its title and tick labels reach beyond them
+    top, bottom = SIZE[1] - box.top - 30, SIZE[1] - box.bottom + 1
+    inside = np.zeros(SIZE[::-1], bool)
+    inside[top:bottom, box.left - 8 : box.right + 1] = True
+    for a, b in [("loss", "accuracy"), ("loss", "knn-accuracy"), ("accuracy", "knn-accuracy")]:
+        changed = (rendered[a] != rendered[b]).any(axis=-1)
+        assert changed[inside].mean() > 0.01, (a, b)
+        assert not changed[~inside].any(), (a, b)
+
+
+def all_nan(out: Path, tmp_path: Path, table: str, column: str) -> Path:
+    """A copy of `out` whose `table` has NaN for every value of `column` (a build without a
+    head may write the column so)."""
+    copy = tmp_path / f"{table}-{column}"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / table)
+    data = datasets.load_from_disk(str(out / table))
+    nan = data.map(lambda _: {column: float("nan")}, features=data.features)
+    nan.save_to_disk(copy / table)
+    return copy
+
+
+def test_missing_panel_or_leaderboard_data_are_one_line_errors_naming_the_fix(
+    out, dynamic_out, tmp_path
+):
+    unlabelled = write_synthetic_out(
+        tmp_path / "plain", n_images=12, steps=STEPS, labels=False, dynamics=True
+    )
+    cases = [
+        (out, {"panel": "accuracy"}, "checkpoints table"),
+        (out, {"panel": "knn-accuracy"}, "explorer build --run"),
+        (unlabelled, {"panel": "accuracy"}, "classification head"),
+        (unlabelled, {"panel": "knn-accuracy"}, "labels"),
+        (out, {"leaderboard": "moved"}, "movement"),
+        (out, {"leaderboard": "label-issues"}, "label_quality"),
+        (unlabelled, {"leaderboard": "label-issues"}, "classification head"),
+        (
+            all_nan(dynamic_out, tmp_path, "timeline", "label_quality"),
+            {"leaderboard": "label-issues"},
+            "classification head",
+        ),
+        (
+            all_nan(dynamic_out, tmp_path, "checkpoints", "accuracy"),
+            {"panel": "accuracy"},
+            "classification head",
+        ),
+    ]
+    for folder, options, fix in cases:
+        with pytest.raises(ExplorerError) as error:
+            load_film(folder, **options)
+        assert "\n" not in str(error.value) and fix in str(error.value), options
+    with pytest.raises(ExplorerError, match="accuracy"):
+        animate(out, tmp_path / "film.gif", progress=False, panel="accuracy")
+    assert not (tmp_path / "film.gif").exists()
+    assert load_film(unlabelled, leaderboard="moved", panel="loss").boards[0] == ()
+
+
+def test_the_cli_takes_panel_and_leaderboard(out, dynamic_out, tmp_path, capsys):
+    path = tmp_path / "dynamics.gif"
+    options = ["--panel", "knn-accuracy", "--leaderboard", "label-issues", "--size", "640x360"]
+    assert main(["animate", str(dynamic_out), "--out", str(path), *options, "--quiet"]) == 0
+    film = load_film(dynamic_out, panel="knn-accuracy", leaderboard="label-issues")
+    rendered = np.stack(list(frames(film, SIZE, workers=0))).astype(float)
+    assert np.abs(gif_frames(path).astype(float) - rendered).mean(axis=(1, 2, 3)).max() < 0.5
+    capsys.readouterr()
+    assert main(["animate", str(out), "--out", str(path), "--panel", "accuracy", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("explorer: error:") and error.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["animate", str(out), "--out", str(path), "--leaderboard", "bogus"])

@@ -7,6 +7,11 @@ What the page is checked by (Spotlight 1.8 lays widgets out with flexlayout-reac
 - a shown table has `[data-test-tag=datagrid]` with the row count, a scatterplot draws its
   axis captions (`text.caption`), a histogram names its column, an inspector waits with
   "No Data Selected" and, once a row is clicked, shows the images of that row;
+- the issues widget ("Findings") lists the findings of `explorer.findings` by title (with
+  their counts), most severe first, under "N rows affected in total" ("No Issues found"
+  without any); clicking a title selects its rows: the table's "Selected" pill counts them
+  and its Selected view shows exactly them (told apart by their `nn_id`, which is row + 1);
+- a table cell sits at `[data-rowindex][data-columnindex]`, its header at rowindex -1;
 - Spotlight's similarity maps ask the server to reduce over the websocket (a "task"
   message, seen in Chromium's performance log): none may be sent while loading, and
   clicking a similarity map's tab must send one (so the check can fail).
@@ -19,6 +24,7 @@ import json
 import os
 import shutil
 import urllib.request
+from importlib import import_module
 from pathlib import Path
 
 import pytest
@@ -31,6 +37,8 @@ from synthetic import write_synthetic_out
 from test_spotlight import tabsets
 
 from explorer import spotlight as sp
+
+fd = import_module("explorer.findings")  # the module; explorer.findings is the function
 
 os.environ["SPOTLIGHT_OPT_OUT"] = "true"  # read by the server process when it starts
 
@@ -78,6 +86,10 @@ def outs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "run": write_synthetic_out(tmp_path_factory.mktemp("out"), N_IMAGES),
         "nolabel": write_synthetic_out(
             tmp_path_factory.mktemp("nolabel"), N_IMAGES, steps=(), labels=False
+        ),
+        # Planted findings (tests/synthetic.py PLANTED_*) and the training dynamics.
+        "planted": write_synthetic_out(
+            tmp_path_factory.mktemp("planted"), N_IMAGES, findings=True, image_dynamics=True
         ),
     }
 
@@ -130,8 +142,44 @@ def tab_titles(driver: webdriver.Chrome) -> list[str]:
     return [element.text for element in elements]
 
 
-def check_shown_widget(driver: webdriver.Chrome, widget: dict, n_rows: int) -> None:
-    """The content a shown widget must draw."""
+def listed_findings(content) -> list[str]:
+    """The titles the issues widget lists, in order: its text-only elements ending in "(N)"."""
+    return [
+        element.text
+        for element in content.find_elements(By.XPATH, ".//div[not(*)]")
+        if element.text.endswith(")") and " (" in element.text
+    ]
+
+
+def column_values(content, column: str) -> list[str]:
+    """The shown cells of a table's column, top to bottom."""
+    headers = [
+        header
+        for header in content.find_elements(By.CSS_SELECTOR, "[data-rowindex='-1']")
+        if header.text == column
+    ]
+    assert len(headers) == 1, f"{len(headers)} headers called {column!r}"
+    index = headers[0].get_attribute("data-columnindex")
+    cells = content.find_elements(By.CSS_SELECTOR, f"[data-columnindex='{index}']")
+    rows = {int(cell.get_attribute("data-rowindex")): cell.text for cell in cells}
+    return [rows[row] for row in sorted(rows) if row >= 0]
+
+
+def check_findings(driver: webdriver.Chrome, content, found: list[fd.Finding]) -> None:
+    """The issues widget lists `found` by title, in order, and how many rows they cover."""
+    if not found:
+        wait_for(driver, lambda: "No Issues found" in content.text, "no findings")
+        return
+    titles = [finding.title for finding in found]
+    wait_for(driver, lambda: listed_findings(content) == titles, f"the findings {titles}")
+    covered = len({row for finding in found for row in finding.rows})
+    assert f"{covered} rows affected in total" in content.text
+
+
+def check_shown_widget(
+    driver: webdriver.Chrome, widget: dict, n_rows: int, found: list[fd.Finding]
+) -> None:
+    """The content a shown widget must draw (`found`: the findings the page must list)."""
     content = panel(driver, widget["name"])
     kind, config = widget["type"], widget["config"]
     if kind == "table":
@@ -145,6 +193,8 @@ def check_shown_widget(driver: webdriver.Chrome, widget: dict, n_rows: int) -> N
         assert config["columnKey"] in content.text
     elif kind == "inspector":
         assert "No Data Selected" in content.text
+    elif kind == "IssuesWidget":
+        check_findings(driver, content, found)
     else:
         raise AssertionError(f"no check for a shown {kind}")
 
@@ -152,8 +202,9 @@ def check_shown_widget(driver: webdriver.Chrome, widget: dict, n_rows: int) -> N
 CASES = {
     # case: (OUT, layout name or None for the fitting one, rows)
     "pre_post_ft": ("run", "pre_post_ft", N_IMAGES),
-    "checkpoint_review": ("run", "checkpoint_review", N_IMAGES),
-    "outlier_review": ("run", "outlier_review", N_IMAGES),
+    "checkpoint_review": ("planted", "checkpoint_review", N_IMAGES),
+    "outlier_review": ("planted", "outlier_review", N_IMAGES),
+    "training_dynamics": ("planted", "training_dynamics", N_IMAGES),
     "nolabel_default": ("nolabel", None, N_IMAGES),
 }
 
@@ -177,11 +228,17 @@ def test_layout_in_browser(driver, viewer, outs: dict[str, Path], case: str) -> 
         "table rows",
     )
     assert sorted(tab_titles(driver)) == sorted(expected)
+    assert "IssuesWidget" in [tabset[0]["type"] for tabset in sets], "every layout lists findings"
+    found = fd.findings(outs[out])
     for tabset in sets:
-        check_shown_widget(driver, tabset[0], n_rows)
+        check_shown_widget(driver, tabset[0], n_rows, found)
         for hidden in tabset[1:]:
             assert not panel(driver, hidden["name"]).is_displayed()
     assert sent_tasks(driver) == [], "the first view must not ask the server to reduce"
+    if case == "training_dynamics":
+        # The most forgotten first: the table is sorted by forgetting_events, descending.
+        shown = [int(v) for v in column_values(panel(driver, "Forgetting"), "forgetting_events")]
+        assert shown[:3] == [3, 2, 2] and shown == sorted(shown, reverse=True), shown
 
     # Click the first row of the first table: both inspectors show that row's images,
     # the image and its nearest neighbour side by side.
@@ -216,3 +273,39 @@ def test_layout_in_browser(driver, viewer, outs: dict[str, Path], case: str) -> 
         tasks = wait_for(driver, lambda: sent_tasks(driver), "a reduction task")
         assert tasks[0]["task"] == "pca"
         assert tasks[0]["args"]["column_names"] == hidden["config"]["placeBy"]
+
+
+def test_clicking_a_finding_selects_its_rows(driver, viewer, outs: dict[str, Path]) -> None:
+    """On the planted OUT: each finding clicked selects exactly its rows, and its description
+    unfolds under its title."""
+    sp.show(outs["planted"], layout="pre_post_ft", port=viewer.port)
+    found = {finding.title: finding for finding in fd.findings(outs["planted"])}
+    driver.get("about:blank")
+    driver.get(viewer.url)
+    wait_for(driver, lambda: {"Findings", "Table"} <= set(tab_titles(driver)), "the tabs")
+    findings = panel(driver, "Findings")
+    check_findings(driver, findings, list(found.values()))
+    table = panel(driver, "Table")
+    for title in ("Severe outliers (2)", "Labelled one, looks like two (2)",
+                  "Near-duplicates, group 1 (3)"):  # fmt: skip
+        (element,) = [e for e in findings.find_elements(By.XPATH, ".//div[not(*)]")
+                      if e.text == title]  # fmt: skip
+        element.click()
+        rows = found[title].rows
+        count = table.find_element(By.CSS_SELECTOR, '[data-test-tag="datagrid-selected-count"]')
+        wait_for(driver, lambda count=count, rows=rows: count.text == str(len(rows)), title)
+        table.find_element(
+            By.CSS_SELECTOR, '[data-test-tag="datagrid-selected-tab-button"]'
+        ).click()
+        wait_for(driver, lambda rows=rows: len(column_values(table, "nn_id")) == len(rows), title)
+        selected = sorted((int(value) - 1) % N_IMAGES for value in column_values(table, "nn_id"))
+        assert selected == sorted(rows), title
+        table.find_element(By.CSS_SELECTOR, '[data-test-tag="datagrid-all-tab-button"]').click()
+    # The caret before the title unfolds the description.
+    severe = found["Severe outliers (2)"]
+    (title,) = [e for e in findings.find_elements(By.XPATH, ".//div[not(*)]")
+                if e.text == severe.title]  # fmt: skip
+    title.find_element(By.XPATH, "../div[@role='button']").click()
+    wait_for(driver, lambda: severe.description in findings.text, "the description")
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(ARTIFACTS / "spotlight_findings.png"))

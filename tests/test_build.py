@@ -15,10 +15,11 @@ from cleanlab.rank import get_label_quality_scores
 from conftest import DIGIT_NAMES
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from explorer import build, columns
+from explorer import build, columns, data, embed, projection
 from explorer.cli import main
 
 N_IMAGES = 120
+N_REFERENCE = 300
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,7 @@ def built(tiny_models, tmp_path_factory):
         finetuned=tiny_models["finetuned"],
         out=out,
         limit=N_IMAGES,
+        reference_limit=N_REFERENCE,  # the default reference: digits' train split
         progress=False,
     )
     return out, table
@@ -37,7 +39,9 @@ def built(tiny_models, tmp_path_factory):
 
 def test_writes_every_column_with_its_feature(built):
     out, table = built
-    assert table.column_names == list(columns.DEFAULT)
+    # columns.DYNAMICS but movement come only from a build from a run (with a head and labels)
+    run_only = set(columns.DYNAMICS) - {"movement"}
+    assert table.column_names == [name for name in columns.DEFAULT if name not in run_only]
     reloaded = datasets.load_from_disk(str(out / "default"))
     features = reloaded.features
     assert isinstance(features["image"], datasets.Image)
@@ -72,17 +76,28 @@ def test_nearest_neighbour_matches_brute_force(built):
     np.testing.assert_allclose(distance[np.arange(N_IMAGES), nn_id], distance.min(1), atol=1e-5)
     assert (nn_id == distance.argmin(1)).mean() > 0.97
     np.testing.assert_allclose(table["nn_distance"], distance.min(1), atol=1e-5)
-    assert table["nn_flag"] == list(np.array(table["nn_distance"]) < 0.3)
+    assert table["nn_flag"] == list(np.array(table["duplicate_count"]) > 0)  # the default
     first = table.select([0])
     assert np.array_equal(np.asarray(first["nn_image"][0]), np.asarray(table[nn_id[0]]["image"]))
 
 
 @pytest.mark.parametrize("which", ["found", "ft"])
-def test_outlier_scores_equal_cleanlab(built, which):
-    _, table = built
+def test_outlier_scores_equal_cleanlab(built, tiny_models, which):
+    """Fitted on the reference (digits' train split, the sample run.json names), as cleanlab's
+    fit(features=REF).score(features=X) is."""
+    out, table = built
+    record = json.loads((out / "run.json").read_text())["reference"]
+    assert (record["source"], record["split"], record["num_rows"]) == ("digits", "train", 300)
+    reference = data.load("digits", split="train", limit=N_REFERENCE)
+    model = tiny_models["foundation" if which == "found" else "finetuned"]
+    preprocessing = embed.Preprocessing.from_model(model)
+    pixels = embed.prepare_pixels(reference, preprocessing, progress=False)
+    fitted = embed.embed_model(model, pixels, preprocessing, progress=False).vectors
     column = "embedding_foundation" if which == "found" else "embedding_ft"
     # float64 features: cleanlab's float32 cosine distances lose digits for near neighbours
-    expected = OutOfDistribution().fit_score(features=np.array(table[column], dtype=np.float64))
+    detector = OutOfDistribution()
+    detector.fit(features=fitted.astype(np.float64), verbose=False)
+    expected = detector.score(features=np.array(table[column], dtype=np.float64))
     np.testing.assert_allclose(table[f"outlier_score_{which}"], expected, atol=1e-5)
 
 
@@ -104,11 +119,38 @@ def test_embeddings_and_label_quality_match_the_seed_way(built, tiny_models):
     np.testing.assert_allclose(table["label_quality"], expected, atol=1e-4)
 
 
+def _standardised(xy: np.ndarray) -> np.ndarray:
+    """Centred and scaled to unit Frobenius norm, as scipy.spatial.procrustes does."""
+    centred = xy - xy.mean(0)
+    return centred / np.linalg.norm(centred)
+
+
 def test_projections_are_finite_and_ft_pca_is_aligned(built):
     _, table = built
+    maps = {}
     for name in ["umap_found", "umap_ft", "pca_found", "pca_ft"]:
-        xy = np.column_stack([table[f"{name}_x"], table[f"{name}_y"]])
+        xy = np.column_stack([table[f"{name}_x"], table[f"{name}_y"]]).astype(np.float64)
         assert np.isfinite(xy).all() and xy.std(0).min() > 0, name
+        maps[name] = xy
+    # Aligned: the fine-tuned PCA needs no further rotation or mirroring to match the
+    # foundation's. projection.disparity (scipy's Procrustes) rotates and scales optimally
+    # first, so it is the same before and after alignment; from it follows the least squared
+    # distance of the two standardised maps over rotations and mirrorings alone,
+    # 2 - 2 sqrt(1 - disparity). The aligned map lies at it as it stands; the map before
+    # alignment, and its mirror images, further away.
+    reference, aligned = maps["pca_found"], maps["pca_ft"]
+    unaligned = projection.pca_2d(np.array(table["embedding_ft"], dtype=np.float32))
+    disparity = projection.disparity(reference, unaligned)
+    assert projection.disparity(reference, aligned) == pytest.approx(disparity, abs=1e-6)
+    optimum = 2 - 2 * np.sqrt(1 - disparity)
+
+    def distance(points):
+        return float(((_standardised(reference) - _standardised(points)) ** 2).sum())
+
+    assert distance(aligned) == pytest.approx(optimum, abs=1e-5)
+    before = [distance(unaligned * signs) for signs in ([1, 1], [-1, 1], [1, -1], [-1, -1])]
+    assert distance(unaligned) > optimum + 1e-3
+    assert min(before) >= optimum - 1e-6 and max(before) > optimum + 0.1
 
 
 def test_annoy_neighbours_are_cosine_distances(tiny_models, tmp_path):
@@ -119,6 +161,7 @@ def test_annoy_neighbours_are_cosine_distances(tiny_models, tmp_path):
         out=tmp_path / "out",
         limit=60,
         knn="annoy",
+        reference="none",
         progress=False,
     )
     ft = np.array(table["embedding_ft"], dtype=np.float64)
@@ -133,10 +176,12 @@ def test_annoy_neighbours_are_cosine_distances(tiny_models, tmp_path):
 def test_cli_build_and_bad_input(tiny_models, tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["build", "--dataset", "digits", "--foundation", str(tiny_models["foundation"]),
-            "--finetuned", str(tiny_models["finetuned"]), "--out", str(out), "--limit", "40",
+            "--finetuned", str(tiny_models["finetuned"]), "--out", str(out),
+            "--reference", "digits:train", "--reference-limit", "100", "--limit", "40",
             "--quiet"]  # fmt: skip
     assert main(argv) == 0
     assert datasets.load_from_disk(str(out / "default")).num_rows == 40
+    assert json.loads((out / "run.json").read_text())["reference"]["num_rows"] == 100
     # an existing OUT from another request is refused without --overwrite, and left as it was
     before = (out / "run.json").read_text()
     assert main([*argv[:-2], "30", "--quiet"]) == 2

@@ -78,11 +78,24 @@ def test_two_processes_give_the_single_process_output(tmp_path, capfd):
 def test_three_processes_share_two_models_by_images(tiny_models, tmp_path, capfd):
     common = ["build", "--foundation", str(tiny_models["foundation"]), "--finetuned",
               str(tiny_models["finetuned"]), "--dataset", "digits", "--limit", "31"]  # fmt: skip
+    models = tiny_models["foundation"].parent  # the models' caches: <model>/explorer-cache/
+    earlier = set(read_caches(models))  # of other tests' builds with these models
     assert main([*common, "--out", str(tmp_path / "three"), "--processes", "3"]) == 0
     stderr = capfd.readouterr().err
     assert "foundation: images 0-9 of 31 in this process, the others in 2 more" in stderr
     assert "finetuned: images 0-9 of 31 in this process, the others in 2 more" in stderr
+    three_caches = {k: v for k, v in read_caches(models).items() if k not in earlier}
+    for name in three_caches:  # the one-process build below embeds everything again
+        (models / name.replace("/", "/explorer-cache/", 1)).unlink()
     assert main([*common, "--out", str(tmp_path / "one"), "--quiet"]) == 0
+    one_caches = {k: v for k, v in read_caches(models).items() if k not in earlier}
+    assert list(three_caches) == list(one_caches)  # the joined slices cached as one process does
+    for name, (tensors, facts) in one_caches.items():
+        assert three_caches[name][1] == facts, name
+        for tensor in tensors:
+            np.testing.assert_allclose(
+                three_caches[name][0][tensor], tensors[tensor], atol=1e-5, err_msg=name
+            )
     three, one = tables(tmp_path / "three", ["default"]), tables(tmp_path / "one", ["default"])
     assert len(one["default"]) == 31
     assert_same_tables(three, one)
@@ -123,7 +136,11 @@ def test_a_failing_process_stops_the_run_and_keeps_finished_checkpoints(
     assert code == 2 and "Traceback" not in stderr
     assert f"checkpoint-{failing}" in stderr and "NaN" in stderr
     assert "a process of the 2 failed" in stderr.strip().splitlines()[-1]
-    caches = {path: path.stat().st_mtime_ns for path in run.glob("*/explorer-cache/*")}
+    caches = {
+        path: path.stat().st_mtime_ns
+        for path in run.glob("*/explorer-cache/*")
+        if path.name != "weights.json"  # the weights' hashes (explorer.cache.weights_hashes)
+    }
     cached = {int(path.parent.parent.name.removeprefix("checkpoint-")) for path in caches}
     assert cached and surely_cached <= cached <= set(steps) - {failing}
     assert all(path.suffix == ".safetensors" for path in caches)  # no half-written file

@@ -29,7 +29,7 @@ import pytest
 import yaml
 from synthetic import write_synthetic_out
 
-from explorer import columns
+from explorer import columns, enrich
 from explorer import layouts as ly
 from explorer.errors import ExplorerError
 from explorer.hub import NO_TOKEN, publish
@@ -148,6 +148,27 @@ def test_layouts_and_animation_are_published(tmp_path):
     assert "layouts/custom.json" in body
 
 
+def test_published_findings_are_the_findings_of_out(tmp_path):
+    """findings.json holds `explorer.findings` of OUT: planted flags, every field, in order."""
+    from explorer.findings import findings
+
+    out = write_synthetic_out(tmp_path / "out", 40, steps=(), findings=True, image_dynamics=True)
+    repo = Path(publish(out, "someone/x", folder=tmp_path / "repo"))
+    published = json.loads((repo / "findings.json").read_text())
+    assert published == [finding.as_dict() for finding in findings(out)]
+    assert [(f["title"], f["rows"]) for f in published][:2] == [
+        ("Severe outliers (2)", [17, 3]),
+        ("Also in the training data (2)", [21, 8]),
+    ]
+    assert len(published) == 10
+    _, body = front_matter(repo / "README.md")
+    assert "[`findings.json`](findings.json)" in body
+    # Without anything flagged the file is an empty list, not missing.
+    quiet = write_synthetic_out(tmp_path / "quiet", 8, steps=(), labels=False)
+    assert json.loads((Path(publish(quiet, "a/b", folder=tmp_path / "r2")) / "findings.json")
+                      .read_text()) == []  # fmt: skip
+
+
 def test_without_labels_and_without_the_timeline(tmp_path):
     out = write_synthetic_out(tmp_path / "out", n_images=10, steps=(0, 4), labels=False)
     run = json.loads((out / "run.json").read_text())
@@ -161,6 +182,37 @@ def test_without_labels_and_without_the_timeline(tmp_path):
     loaded = load_config(repo, "default", tmp_path / "cache")
     assert "label" not in loaded.column_names
     assert_same_table(loaded, datasets.load_from_disk(str(out / "default")))
+
+
+def test_the_checkpoints_table_is_a_fourth_config_described_by_the_card(tmp_path):
+    out = write_synthetic_out(tmp_path / "out", n_images=8, steps=(0, 5))
+    nan = float("nan")
+    table = enrich.columns_table(
+        {
+            "step": np.array([0, 5]),
+            "epoch": np.array([0.0, 0.25]),
+            "loss": np.array([nan, 1.5]),
+            "accuracy": np.array([0.25, 0.75]),
+            "per_class_accuracy": np.array([[0.0, 0.5, 0.5, 0.0], [1.0, 0.5, 0.5, 1.0]]),
+            "knn_accuracy": np.array([0.125, 0.625]),
+            "class_separation": np.array([-0.1, 0.2]),
+            "mean_outlier_score": np.array([0.5, 0.4]),
+            "outliers": np.array([1, 0]),
+            "label_issues": np.array([6, 2]),
+            "movement": np.array([nan, 0.5]),
+        }
+    )
+    table.save_to_disk(str(out / "checkpoints"))
+    repo = Path(publish(out, "someone/x", folder=tmp_path / "repo"))
+    metadata, body = front_matter(repo / "README.md")
+    names = [config["config_name"] for config in metadata["configs"]]
+    assert sorted(names) == sorted([*CONFIGS, "checkpoints"])  # the YAML lists them sorted
+    assert_same_table(load_config(repo, "checkpoints", tmp_path / "cache"), table)
+    section = body.split("### `checkpoints`")[1].split("###")[0]
+    for name in table.column_names:
+        line = next(line for line in section.splitlines() if line.startswith(f"| `{name}` |"))
+        assert line.endswith(f"| {columns.CHECKPOINTS[name]} |")
+    assert "The `checkpoints` config has one row per checkpoint" in body
 
 
 def test_a_two_model_build_has_only_the_default_config(tmp_path):
@@ -440,8 +492,9 @@ def space_env(tmp_path: Path, **settings: str) -> dict[str, str]:
     }
 
 
-def space_serves(repo: Path, tmp_path: Path) -> tuple[dict, dict]:
-    """Run the Space's app.py on the repo folder; (its `api/table/`, its `api/layout/`)."""
+def space_serves(repo: Path, tmp_path: Path) -> tuple[dict, dict, dict]:
+    """Run the Space's app.py on the repo folder; (its `api/table/`, `api/layout/`,
+    `api/issues/`)."""
     port = free_port()
     log = tmp_path / "app.log"
     env = space_env(tmp_path, HF_DATASET=str(repo), HOST="127.0.0.1", PORT=str(port))
@@ -467,6 +520,8 @@ def space_serves(repo: Path, tmp_path: Path) -> tuple[dict, dict]:
                 time.sleep(0.5)
         with urllib.request.urlopen(url + "layout/", timeout=10) as response:
             served_layout = json.load(response)
+        with urllib.request.urlopen(url + "issues/", timeout=10) as response:
+            issues = json.load(response)
     finally:
         os.killpg(app.pid, signal.SIGTERM)
         try:
@@ -474,11 +529,11 @@ def space_serves(repo: Path, tmp_path: Path) -> tuple[dict, dict]:
         except subprocess.TimeoutExpired:
             os.killpg(app.pid, signal.SIGKILL)
             app.wait()
-    return table, served_layout
+    return table, served_layout, issues
 
 
 def test_space_serves_the_published_dataset(out, repo, tmp_path):
-    table, served_layout = space_serves(repo, tmp_path)
+    table, served_layout, issues = space_serves(repo, tmp_path)
     default = datasets.load_from_disk(str(out / "default"))
     served = {column["name"]: column["dtype"]["name"] for column in table["columns"]}
     assert list(served) == default.column_names
@@ -489,6 +544,12 @@ def test_space_serves_the_published_dataset(out, repo, tmp_path):
     # The layout is the dataset's own pre_post_ft (the Space ships none).
     expected = repo / "layouts" / "pre_post_ft.json"
     assert widgets(served_layout) == widgets(json.loads(expected.read_text()))
+    # The findings of OUT (the synthetic label issues), as Spotlight issues, and no others.
+    from explorer.findings import findings
+
+    keys = ("title", "rows", "severity", "columns", "description")
+    found = [{key: getattr(finding, key) for key in keys} for finding in findings(out)]
+    assert found and issues == {"running": False, "issues": found}
 
 
 def test_space_serves_the_layout_explorer_show_serves(tmp_path, monkeypatch):
@@ -506,7 +567,7 @@ def test_space_serves_the_layout_explorer_show_serves(tmp_path, monkeypatch):
     finally:
         viewer.close()
 
-    table, served = space_serves(repo, tmp_path)
+    table, served, _ = space_serves(repo, tmp_path)
     assert served == shown
     names = {column["name"] for column in table["columns"]}
     assert "label" not in names

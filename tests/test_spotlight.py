@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from importlib import import_module
 from pathlib import Path
 
 import datasets
@@ -30,6 +31,8 @@ from explorer import layouts as ly
 from explorer import spotlight as sp
 from explorer.cli import main as cli_main
 from explorer.errors import ExplorerError
+
+fd = import_module("explorer.findings")  # the module; explorer.findings is the function
 
 # The server process reads it when it starts: no analytics from tests.
 os.environ["SPOTLIGHT_OPT_OUT"] = "true"
@@ -99,6 +102,14 @@ def out_nolabel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def out_planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An OUT folder with planted findings and the training dynamics (tests/synthetic.py)."""
+    return write_synthetic_out(
+        tmp_path_factory.mktemp("planted"), N_IMAGES, findings=True, image_dynamics=True
+    )
+
+
+@pytest.fixture(scope="module")
 def viewer(out: Path):
     viewer = sp.show(out)
     yield viewer
@@ -145,12 +156,16 @@ def test_layouts_fit_the_columns_and_compute_nothing_at_first(name: str, column_
     data = as_json(layout)
     names = [widget["name"] for widget in widgets(data)]
     assert len(names) == len(set(names)), "widget names must be unique (the page shows them)"
+    # Every layout lists the findings, where the page shows it (first in its tab set).
+    assert [
+        (s[0]["type"], s[0]["name"]) for s in tabsets(data) if s[0]["type"] == "IssuesWidget"
+    ] == [("IssuesWidget", "Findings")]
     for tabset in tabsets(data):
         # The page shows each tab set's first widget: never a similarity map, which
         # would run UMAP/PCA in the server on load.
         assert tabset[0]["type"] != "similaritymap"
     for widget in widgets(data):
-        if widget["type"] == "scatterplot":
+        if widget["type"] == "scatterplot" and widget["name"] != "Data map":
             x, y = widget["config"]["xAxisColumn"], widget["config"]["yAxisColumn"]
             assert x.endswith("_x") and y.endswith("_y") and x[:-2] == y[:-2]
             colour = widget["config"]["colorBy"]
@@ -177,6 +192,7 @@ def test_pre_post_ft_is_the_seed_review() -> None:
         ("similaritymap", "UMAP foundation: Spotlight UMAP (computes)"),
         ("scatterplot", "UMAP fine-tuned"),
         ("similaritymap", "UMAP fine-tuned: Spotlight UMAP (computes)"),
+        ("IssuesWidget", "Findings"),
         ("inspector", "Inspector"),
         ("inspector", "Nearest neighbour"),
     ]
@@ -217,6 +233,37 @@ def test_outlier_review_shows_label_issues_only_where_present() -> None:
     }
     without = as_json(ly.outlier_review(COLUMN_SETS["labels, no predictions"]))
     assert {w["name"] for w in widgets(without)}.isdisjoint({"Label issues", "Label vs prediction"})
+
+
+def test_training_dynamics_is_the_data_map_and_the_most_forgotten_first() -> None:
+    data = as_json(ly.training_dynamics())
+    by_name = {widget["name"]: widget for widget in widgets(data)}
+    assert [(w["type"], w["name"]) for w in widgets(data)] == [
+        ("table", "Forgetting"),
+        ("scatterplot", "Data map"),
+        ("IssuesWidget", "Findings"),
+        ("inspector", "Inspector"),
+        ("inspector", "Nearest neighbour"),
+    ]
+    config = by_name["Data map"]["config"]
+    assert (config["xAxisColumn"], config["yAxisColumn"], config["colorBy"]) == (
+        "variability",
+        "confidence",
+        "correctness",
+    )
+    table = by_name["Forgetting"]["config"]
+    assert table["sorting"] == [["forgetting_events", "DESC"]]
+    assert table["visibleColumns"][:2] == ["forgetting_events", "learned_step"]
+    assert by_name["Nearest neighbour"]["config"]["views"][0]["columns"] == ["nn_image"]
+
+
+def test_a_named_layout_needs_its_columns(out: Path) -> None:
+    columns = datasets.load_from_disk(str(out / "default")).column_names
+    with pytest.raises(ExplorerError, match=r"layout training_dynamics needs columns .*confidence"):
+        ly.resolve_layout("training_dynamics", columns)
+    no_umap = [name for name in columns if not name.startswith("umap_")]
+    with pytest.raises(ExplorerError, match=r"layout pre_post_ft needs columns .*umap_ft_x"):
+        ly.resolve_layout("pre_post_ft", no_umap)
 
 
 def test_choose_layout() -> None:
@@ -332,16 +379,49 @@ def test_default_layout_is_pre_post_ft_titled_by_checkpoint(viewer, out: Path) -
 
 
 @pytest.mark.parametrize("name", ly.LAYOUT_NAMES)
-def test_named_layouts_are_served(viewer, out: Path, name: str) -> None:
-    sp.show(out, layout=name, port=viewer.port)
-    columns = datasets.load_from_disk(str(out / "default")).column_names
+def test_named_layouts_are_served(viewer, out: Path, out_planted: Path, name: str) -> None:
+    shown = out_planted if name == "training_dynamics" else out
+    sp.show(shown, layout=name, port=viewer.port)
+    columns = datasets.load_from_disk(str(shown / "default")).column_names
     served = get_json(f"{viewer.url}api/layout/")
     assert served == as_json(ly.LAYOUTS[name](columns, ("step 0", "step 20")))
 
 
-def test_layout_file_is_served(viewer, out: Path, tmp_path: Path) -> None:
+def served_issues(viewer) -> list[tuple]:
+    """The issues the server lists (what the issues widget fetches once told over the
+    websocket), as (title, rows, severity, columns, description)."""
+    answer = get_json(f"{viewer.url}api/issues/")
+    assert answer["running"] is False, "Spotlight's own analyzers must stay off"
+    keys = ("title", "rows", "severity", "columns", "description")
+    return [tuple(issue[key] for key in keys) for issue in answer["issues"]]
+
+
+def test_the_findings_are_the_issues_and_only_they(viewer, out_planted: Path, out: Path) -> None:
+    sp.show(out_planted, port=viewer.port)
+    expected = [
+        (f.title, f.rows, f.severity, f.columns, f.description) for f in fd.findings(out_planted)
+    ]
+    assert len(expected) == 10 and served_issues(viewer) == expected
+    # The plain synthetic OUT's label issues (random rows); a reused port shows the new ones.
+    sp.show(out, port=viewer.port)
+    titles = [issue[0] for issue in served_issues(viewer)]
+    assert titles == [f.title for f in fd.findings(out)] and titles
+
+
+def test_a_dataset_without_findings_clears_the_previous_issues(
+    viewer, out_planted: Path, out_nolabel: Path
+) -> None:
+    """Spotlight 1.8 ignores `issues=[]` on a server it updates; explorer clears them."""
+    sp.show(out_planted, port=viewer.port)
+    assert served_issues(viewer)
+    sp.show(out_nolabel, port=viewer.port)
+    assert fd.findings(out_nolabel) == [] and served_issues(viewer) == []
+
+
+def test_layout_file_is_served(viewer, out_planted: Path, tmp_path: Path) -> None:
+    # The committed files name every column of OUT/default, as the planted OUT has them.
     path = ly.write_layouts(tmp_path)[1]
-    sp.show(out, layout=path, port=viewer.port)
+    sp.show(out_planted, layout=path, port=viewer.port)
     assert get_json(f"{viewer.url}api/layout/") == json.loads(path.read_text())
 
 

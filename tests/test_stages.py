@@ -199,7 +199,9 @@ def test_bfloat16_on_the_cpu_stays_close_to_float32(tmp_path):
     cosine = (
         (vectors * exact).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(exact, axis=1)
     )
-    assert cosine.min() > 0.999 and not np.allclose(vectors, exact, atol=1e-6)
+    # the README's promise: within cosine 0.9999 of float32 (benchmarks/pipeline.py measures it
+    # on its 6-layer ViT too); and bfloat16 really ran: the vectors are not float32's
+    assert cosine.min() > 0.9999 and not np.allclose(vectors, exact, atol=1e-6)
     np.testing.assert_allclose(probabilities, exact_probabilities, atol=0.02)
     with pytest.raises(ExplorerError, match="float16 is for GPUs"):
         embed.embed_pixels(embed.load_model(folder), pixels, prep, progress=False, dtype="float16")
