@@ -7,10 +7,13 @@ steps follows it, in order:
 2. load the images and decode them once (`_load_images`);
 3. embed each model or checkpoint (`explorer.cache.Embedder`, which caches a checkpoint's
    embeddings beside it; under `accelerate launch` the processes share this step,
-   `explorer.distributed.embed_share`);
-4. compute each embedding set's geometry (`explorer.geometry`): one k-NN graph, then the
-   outlier score, nearest neighbour, PCA (aligned onto the previous set) and UMAP;
-5. assemble the tables (`explorer.enrich`, `explorer.predictions`) and write OUT (`_write`).
+   `explorer.distributed.embed_share`), and the reference set the scores are measured
+   against (`explorer.reference`, `_load_reference`: the main process embeds it);
+4. compute each embedding set's geometry (`explorer.geometry`): one k-NN graph and the
+   searches against the reference, then the outlier score, nearest neighbour, PCA (aligned
+   onto the previous set) and UMAP;
+5. the review's columns (`_review`: the combined outlier score, near-duplicates, leaks),
+   assemble the tables (`explorer.enrich`, `explorer.predictions`) and write OUT (`_write`).
 
 OUT holds:
 
