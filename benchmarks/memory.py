@@ -3,6 +3,7 @@ checkpoints.
 
     .venv/bin/python benchmarks/memory.py        # 60,000 Fashion-MNIST train images, 3 repeats
     .venv/bin/python benchmarks/memory.py --limit 1000 --checkpoints 3 --repeats 1  # a check
+    .venv/bin/python benchmarks/memory.py --repeats 1 --append  # one more build, kept with the rest
 
 The run: --checkpoints checkpoints of a 1-layer, 768-wide ViT at 32 px (patch 4) with a
 10-class head (benchmarks/random_run.py), and its loss log.
@@ -105,7 +106,19 @@ def clear_caches(run: Path) -> None:
         shutil.rmtree(cache)
 
 
-def summary(args: argparse.Namespace, samples: list, timings: dict) -> dict:
+def embeddings_kind(args: argparse.Namespace) -> str:
+    return "embedded by each build" if args.embed else "synthetic, read from the caches"
+
+
+def summary(args: argparse.Namespace, samples: list, timings: dict, earlier: dict) -> dict:
+    """The result JSON over this invocation's builds and, with --append, the builds `earlier`
+    (the results file's previous content) measured with the same settings."""
+    peaks = earlier.get("peak_rss_samples_mb", []) + [round(w.peak_rss_mb, 1) for w in samples]
+    seconds = earlier.get("seconds_samples", []) + [round(w.seconds, 1) for w in samples]
+    stage_peaks = dict(earlier.get("stage_peaks_mb", {}))
+    for w in samples:
+        for stage, peak in w.stage_peaks_mb.items():
+            stage_peaks[stage] = round(max(stage_peaks.get(stage, 0.0), peak), 1)
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
@@ -115,18 +128,19 @@ def summary(args: argparse.Namespace, samples: list, timings: dict) -> dict:
         "images": args.limit,
         "checkpoints": args.checkpoints,
         "model": {"type": "vit", **VIT_768, "num_labels": CLASSES},
-        "embeddings": "embedded by each build" if args.embed else "synthetic, read from the caches",
-        "repeats": len(samples),
-        "peak_rss_mb": round(statistics.median(w.peak_rss_mb for w in samples), 1),
-        "peak_rss_samples_mb": [round(w.peak_rss_mb, 1) for w in samples],
-        "process_tree_peak_mb": round(max(w.tree_peak_mb for w in samples), 1),
-        "stage_peaks_mb": {
-            stage: round(max(w.stage_peaks_mb.get(stage, 0.0) for w in samples), 1)
-            for stage in dict.fromkeys(name for w in samples for name in w.stage_peaks_mb)
-        },
-        "seconds": round(statistics.median(w.seconds for w in samples), 1),
-        "seconds_samples": [round(w.seconds, 1) for w in samples],
-        "outside_load": round(max(w.others for w in samples), 2),
+        "embeddings": embeddings_kind(args),
+        "repeats": len(peaks),
+        "peak_rss_mb": round(statistics.median(peaks), 1),
+        "peak_rss_samples_mb": peaks,
+        "process_tree_peak_mb": round(
+            max([earlier.get("process_tree_peak_mb", 0.0)] + [w.tree_peak_mb for w in samples]), 1
+        ),
+        "stage_peaks_mb": stage_peaks,
+        "seconds": round(statistics.median(seconds), 1),
+        "seconds_samples": seconds,
+        "outside_load": round(
+            max([earlier.get("outside_load", 0.0)] + [w.others for w in samples]), 2
+        ),
         "run_json_timings": timings,
     }
 
@@ -147,7 +161,18 @@ def main() -> None:
         default=RESULTS,
         help="JSON file to write (default: benchmarks/results/memory.json)",
     )
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the builds already in --results (same settings) and add --repeats more",
+    )
     args = parser.parse_args()
+    earlier = json.loads(args.results.read_text()) if args.append else {}
+    settings = ("dataset", "split", "images", "checkpoints", "embeddings")
+    mine = {"dataset": args.dataset, "split": args.split, "images": args.limit,
+            "checkpoints": args.checkpoints, "embeddings": embeddings_kind(args)}  # fmt: skip
+    if earlier and any(earlier.get(k) != mine[k] for k in settings):
+        raise SystemExit(f"--append: {args.results} was measured with other settings")
     # a SIGTERM ends the run through `finally`: the caches (GBs at full size) are removed
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="explorer-memory-"))
@@ -179,7 +204,7 @@ def main() -> None:
                 f"  build {r + 1}: {whole.seconds:.1f} s, peak RSS {whole.peak_rss_mb:.0f} MiB, "
                 f"per stage {whole.stage_peaks_mb}, others {whole.others:.0%}"
             )
-            result = summary(args, samples, timings)
+            result = summary(args, samples, timings, earlier)
             args.results.parent.mkdir(parents=True, exist_ok=True)
             args.results.write_text(json.dumps(result, indent=2) + "\n")
     finally:

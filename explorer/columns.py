@@ -13,20 +13,25 @@ DEFAULT = {
     # Outliers are measured against a reference set (explorer/reference.py; run.json's
     # `reference`): the data the model was trained on by default, or the reviewed images
     # themselves without one (the seeds' score). The combined score and its threshold
-    # (explorer/outliers.py): per view (foundation, fine-tuned), z = (d - median) / IQR, d an
-    # image's mean cosine distance to its 10 nearest reference images, median and IQR those of
-    # the reference's own leave-one-out d; z = the larger of the two views'; T = the 99th
-    # percentile of the reference's own z (run.json: review.outlier_threshold_z);
-    # outlier_score = 2 ** (-max(z, 0) / T).
-    "outlier_score": "Both views combined against the reference set, in (0, 1]; low means "
-    "outlier: 1 up to the reference's median distance, 0.5 at the threshold that 1 % of "
-    "reference images exceed. Either view alone can make an image odd.",
-    "is_outlier": "outlier_score below 0.5: farther from the reference, in the foundation or "
-    "the fine-tuned view, than 99 % of reference images are from the rest of it.",
+    # (explorer/outliers.py): per view (foundation, fine-tuned, pixels), z = (d - median) /
+    # IQR, d an image's mean distance to its 10 nearest reference images (cosine between
+    # embeddings; Euclidean between cleanvision's pixel properties, explorer/properties.py),
+    # median and IQR those of the reference's own leave-one-out d; z = the largest of the
+    # views'; T = the 99th percentile of the reference's own z (run.json:
+    # review.outlier_threshold_z); outlier_score = 2 ** (-max(z, 0) / T).
+    "outlier_score": "All three views combined against the reference set, in (0, 1]; low "
+    "means outlier: 1 up to the reference's median distance, 0.5 at the threshold that 1 % "
+    "of reference images exceed. Any view alone can make an image odd.",
+    "is_outlier": "outlier_score below 0.5: farther from the reference, in the foundation, "
+    "the fine-tuned or the pixel view, than 99 % of reference images are from the rest of it.",
     "outlier_score_found": "cleanlab OutOfDistribution score on the foundation embeddings, "
     "fitted on the reference set, in (0, 1]; low means outlier.",
     "outlier_score_ft": "cleanlab OutOfDistribution score on the fine-tuned embeddings, "
     "fitted on the reference set, in (0, 1]; low means outlier.",
+    "outlier_score_pixels": "The same score on the pixels' brightness, its 5th and 99th "
+    "percentiles, entropy, blurriness and grey-level spread (cleanvision's image properties, "
+    "each scaled by the reference's IQR), in (0, 1]; low means a dark, bright, flat, noisy "
+    "or blurred image for this dataset, whatever the models make of it.",
     "nn_id": "Row of the nearest other image (fine-tuned embeddings, cosine).",
     "nn_image": "The nearest other image.",
     "nn_distance": "Cosine distance to the nearest other image (fine-tuned embeddings).",

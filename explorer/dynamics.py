@@ -10,7 +10,7 @@ images, K classes), the given labels (N,), embeddings and their k-NN graphs. Rea
   (Toneva et al., 2019).
 - `movement`: how much an image's k nearest neighbours changed between two graphs.
 - `margins` and `label_issues`: which given labels look wrong, by the area under the margin
-  over the run (Pleiss et al., 2020).
+  over the run (Pleiss et al., 2020), cut where its low mode ends (`low_mode_edge`).
 - Per-checkpoint scores: `accuracy`, `per_class_accuracy`, `knn_accuracy` (with `knn_vote`) and
   `class_separation`.
 
@@ -302,8 +302,9 @@ def margins(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (given - logs.max(axis=1)).astype(np.float32)
 
 
-AUM_THRESHOLD = 2.5  # is_label_issue below an area under the margin of -2.5 (see label_issues)
-RUN_LABEL_ISSUES = f"run: area under the margin below -{AUM_THRESHOLD}"  # run.json's method
+AUM_THRESHOLD = 2.5  # is_label_issue below an area under the margin of -2.5 at least
+RUN_LABEL_ISSUES = "run: area under the margin"  # run.json's method starts so (label_issues)
+_FEWEST_FOR_A_DENSITY = 50  # below this many images the low mode is not looked for
 
 
 def label_issues(
@@ -323,25 +324,66 @@ def label_issues(
     the two better than the last checkpoint's probabilities alone, on which cleanlab's
     `find_label_issues` counts every confident mistake of a weak model as a label issue.
 
+    Where to cut: mislabelled images form a mode of their own at negative areas (the paper's
+    Figure 1). An image is flagged below -`threshold`, or below the upper edge of that low mode
+    (`low_mode_edge`) where the run has one that reaches higher: how negative the mislabelled
+    images' areas are depends on the run (a model that learns its classes well and fast, as on
+    digits, leaves them nearer 0 than one still confusing shirts with T-shirts).
+
     Parameters
     ----------
     margin : float (C, N): each image's margin at each checkpoint, in training order.
     steps, skip_first : as for `data_map`.
-    threshold : flag where the area under the margin is below -threshold: the given label, on
-        (geometric) average over training, at least e^threshold times less likely than the
-        strongest other class. 2.5 (12 times) was chosen on Fashion-MNIST with 5 % of labels
-        flipped uniformly (benchmarks/label_errors.py: precision 0.765 at recall 0.865).
+    threshold : flag at least where the area under the margin is below -threshold: the given
+        label, on (geometric) average over training, at least e^threshold times less likely
+        than the strongest other class. 2.5 (12 times) was chosen on Fashion-MNIST with 5 % of
+        labels flipped uniformly (benchmarks/label_errors.py).
 
     Returns
     -------
-    `predictions.LabelIssues`: flags bool (N,), method RUN_LABEL_ISSUES.
+    `predictions.LabelIssues`: flags bool (N,); method RUN_LABEL_ISSUES and the cut used.
     """
     margin = np.asarray(margin, dtype=np.float64)
     if margin.ndim != 2 or 0 in margin.shape:
         raise ExplorerError(f"margin must be (checkpoints, images), got {margin.shape}")
     weights = _trained(_step_weights(steps, len(margin)), skip_first)
     area = weights @ _trained(margin, skip_first) / weights.sum()
-    return LabelIssues(area < -threshold, RUN_LABEL_ISSUES)
+    edge = low_mode_edge(area)
+    if edge is None or edge <= -threshold:
+        return LabelIssues(area < -threshold, f"{RUN_LABEL_ISSUES} below -{threshold:g}")
+    return LabelIssues(
+        area < edge, f"{RUN_LABEL_ISSUES} below {edge:.2f}, the upper edge of its low mode"
+    )
+
+
+def low_mode_edge(area: np.ndarray, *, grid: int = 512) -> float | None:
+    """Where a mode of negative values ends: the density minimum closest below 0 with a mode
+    below it (a Gaussian kernel density, Scott's bandwidth, on `grid` points from the smallest
+    value to 0). A mode counts where its peak is at least 1.5 times the minimum's density and
+    at least 0.5 % of the values (and 10) lie below the minimum: the bumps a kernel density
+    makes of a few stray values in a tail are not modes. None where there is no such mode, or
+    fewer than _FEWEST_FOR_A_DENSITY values, or they are all equal.
+
+    area: float (N,). Returns a float < 0 or None.
+    """
+    from scipy.signal import argrelextrema
+    from scipy.stats import gaussian_kde
+
+    area = np.asarray(area, dtype=np.float64)
+    if len(area) < _FEWEST_FOR_A_DENSITY or area.min() >= 0 or np.ptp(area) == 0:
+        return None
+    points = np.linspace(area.min(), 0, grid)
+    density = gaussian_kde(area)(points)
+    lows, highs = argrelextrema(density, np.less)[0], argrelextrema(density, np.greater)[0]
+    fewest = max(10, 0.005 * len(area))
+    edges = [
+        low
+        for low in lows
+        if (highs < low).any()
+        and density[highs[highs < low]].max() >= 1.5 * density[low]
+        and (area < points[low]).sum() >= fewest
+    ]
+    return float(points[edges[-1]]) if edges else None
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:

@@ -19,6 +19,7 @@ from explorer.files import written_in_place
 DEFAULT_ORDER = [
     "image", "label", "label_str", "embedding_foundation", "embedding_ft",
     "outlier_score", "is_outlier", "outlier_score_found", "outlier_score_ft",
+    "outlier_score_pixels",
     "nn_id", "nn_image", "nn_distance", "nn_flag", "duplicate_group", "duplicate_count",
     "nn_reference_id", "nn_reference_distance", "is_leak",
     "umap_found_x", "umap_found_y", "umap_ft_x", "umap_ft_y",

@@ -141,9 +141,15 @@ def _outliers(columns: Columns, names: list[str]) -> list[Finding]:
                 f"{title} ({len(rows)})",
                 rows.tolist(),
                 severity,  # type: ignore[arg-type]
-                f"Embedded {how} what is typical of the reference data, in the foundation or "
-                "the fine-tuned view (outlier_score, low = odd); most unusual first.",
-                ["outlier_score", "outlier_score_found", "outlier_score_ft"],
+                f"{how.capitalize()} what is typical of the reference data, in the "
+                "foundation or the fine-tuned embeddings or in the pixels' brightness, "
+                "contrast and sharpness (outlier_score, low = odd); most unusual first.",
+                [
+                    "outlier_score",
+                    "outlier_score_found",
+                    "outlier_score_ft",
+                    "outlier_score_pixels",
+                ],
             )
         )
     return result

@@ -8,7 +8,7 @@ Read top to bottom:
      maps side by side, an inspector with `image` beside `nn_image`.
    - `checkpoint_review`: first against last checkpoint (PCA maps) with the top outliers
      of each.
-   - `outlier_review`: the table sorted by `outlier_score_ft`, histograms of both scores,
+   - `outlier_review`: the table sorted by `outlier_score`, histograms of both views' scores,
      the label issues where there are any.
    - `training_dynamics`: for a build from a run with a head, the data map (variability
      against confidence, coloured by correctness) and the table sorted by forgetting events.
@@ -294,8 +294,9 @@ def checkpoint_review(
 def outlier_review(
     columns: Collection[str] = ALL_COLUMNS, names: tuple[str, str] = DEFAULT_NAMES
 ) -> Layout:
-    """Outliers first: the table sorted by `outlier_score_ft` ascending, the inspector,
-    histograms of both scores and, where cleanlab found them, the label issues.
+    """Outliers first: the table sorted by `outlier_score` (the views combined; where a table
+    has none, `outlier_score_ft`) ascending, the inspector, histograms of both embedding views'
+    scores and, where cleanlab found them, the label issues.
 
     `names` titles the two histograms. The label-issue table (sorted by `label_quality`,
     lowest first) and the confusion matrix appear only with the columns they need.
@@ -306,15 +307,17 @@ def outlier_review(
         "Outliers",
         columns,
         [
+            "outlier_score",
             "outlier_score_ft",
             "outlier_score_found",
+            "outlier_score_pixels",
             *_labels(columns),
             "pred_label",
             "nn_id",
             "nn_distance",
             "is_label_issue",
         ],
-        "outlier_score_ft",
+        "outlier_score" if "outlier_score" in columns else "outlier_score_ft",
     )
     top = sl.split(
         sl.tab(table, weight=2),

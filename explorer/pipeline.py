@@ -12,7 +12,8 @@ steps follows it, in order:
 4. compute each embedding set's geometry (`explorer.geometry`): one k-NN graph and the
    searches against the reference, then the outlier score, nearest neighbour, PCA (aligned
    onto the previous set) and UMAP;
-5. the review's columns (`_review`: the combined outlier score, near-duplicates, leaks),
+5. the review's columns (`_review`: the combined outlier score of the embedding views and
+   the images' own pixel properties (`explorer.properties`), near-duplicates, leaks),
    assemble the tables (`explorer.enrich`, `explorer.predictions`) and write OUT (`_write`).
 
 OUT holds:
@@ -31,6 +32,7 @@ from __future__ import annotations
 import json
 import platform
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +53,7 @@ from explorer import (
     output,
     predictions,
     projection,
+    properties,
     runs,
 )
 from explorer import reference as references
@@ -591,11 +594,16 @@ def _review(
         threshold = calibrations[view].threshold
         hashes = duplicates.pixel_hashes(_pixels(embedder, images, model))
         group, count = duplicates.groups(shape.knn_indices, shape.knn_distances, threshold, hashes)
-    score, is_outlier, cut = outliers.combined_scores([part.view for _, _, part in views.values()])
+    with embedder.progress.stage("image properties"):
+        pixels = _property_view(images, against, embedder.progress.show)
+    score, is_outlier, cut = outliers.combined_scores(
+        [part.view for _, _, part in views.values()] + [pixels]
+    )
     nn_distance = views["finetuned"][2].knn_distances[:, 0]
     columns = {
         "outlier_score": score,
         "is_outlier": is_outlier,
+        "outlier_score_pixels": outliers.outlier_scores(pixels[0], reference_distances=pixels[1]),
         "nn_flag": count > 0 if config.nn_threshold is None else nn_distance < config.nn_threshold,
         "duplicate_group": group,
         "duplicate_count": count,
@@ -626,6 +634,30 @@ def _review(
             distance, threshold, hashes, reference_hashes, against.reference.exclude >= 0
         )
     return columns, record
+
+
+def _property_view(
+    images: datasets.Dataset, against: _Against | None, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pixel-property view (`explorer.properties`): the reviewed images' k-NN distances to
+    the reference's properties (leave-one-out), and the reference's own; without a reference,
+    the reviewed images' among themselves, twice."""
+    mine = properties.image_properties(
+        _each_image(images), count=images.num_rows, progress=progress
+    )
+    if against is None:
+        return properties.property_distances(mine)
+    theirs = against.reference.images
+    theirs = properties.image_properties(
+        _each_image(theirs), count=theirs.num_rows, progress=progress
+    )
+    return properties.property_distances(mine, theirs, exclude=against.reference.exclude)
+
+
+def _each_image(images: datasets.Dataset) -> Iterator:
+    """The PIL images of `images`, decoded a batch at a time rather than all at once."""
+    for batch in images.select_columns(["image"]).iter(batch_size=256):
+        yield from batch["image"]
 
 
 def _near_threshold(

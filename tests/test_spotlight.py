@@ -222,7 +222,13 @@ def test_checkpoint_review_ranks_the_outliers_of_each_checkpoint() -> None:
 def test_outlier_review_shows_label_issues_only_where_present() -> None:
     data = as_json(ly.outlier_review())
     by_name = {widget["name"]: widget for widget in widgets(data)}
-    assert by_name["Outliers"]["config"]["sorting"] == [["outlier_score_ft", "ASC"]]
+    assert by_name["Outliers"]["config"]["sorting"] == [["outlier_score", "ASC"]]
+    assert by_name["Outliers"]["config"]["visibleColumns"][:4] == [
+        "outlier_score", "outlier_score_ft", "outlier_score_found", "outlier_score_pixels",
+    ]  # fmt: skip
+    older = as_json(ly.outlier_review([c for c in ly.ALL_COLUMNS if c != "outlier_score"]))
+    older_table = next(w for w in widgets(older) if w["name"] == "Outliers")
+    assert older_table["config"]["sorting"] == [["outlier_score_ft", "ASC"]]
     histograms = [w["config"]["columnKey"] for w in widgets(data) if w["type"] == "histogram"]
     assert histograms == ["outlier_score_found", "outlier_score_ft"]
     assert by_name["Label issues"]["config"]["sorting"] == [["label_quality", "ASC"]]

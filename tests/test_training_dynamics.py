@@ -246,11 +246,36 @@ def test_margins_and_the_area_under_the_margin_by_hand():
     margin = np.array([[0.0, 0.0, 0.0], [-3.0, -4.0, -2.5], [-3.0, -4.0, -2.5], [-3.0, 0.5, -2.5]])
     issues = dynamics.label_issues(margin, steps=np.array([0, 1, 2, 10]))
     assert issues.flags.tolist() == [True, False, False]
-    assert issues.method == dynamics.RUN_LABEL_ISSUES
+    assert issues.method == f"{dynamics.RUN_LABEL_ISSUES} below -2.5"
     unweighted = dynamics.label_issues(margin)  # image 1: (-4 - 4 + 0.5) / 3 = -2.5, not below
     assert unweighted.flags.tolist() == [True, False, False]
     steps = np.array([0, 1, 2, 10])
     assert dynamics.label_issues(margin, steps=steps, threshold=2).flags.tolist() == [1, 0, 1]
+
+
+def test_the_cut_follows_a_low_mode_that_ends_above_the_threshold():
+    """Mislabelled images form a mode of their own; where it reaches above -2.5 (a model that
+    learnt fast leaves them nearer 0), the cut is its upper edge, between the two modes."""
+    rng = np.random.default_rng(0)
+    clean, wrong = rng.normal(2.0, 1.0, 950), rng.normal(-1.8, 0.3, 50)
+    area = np.concatenate([clean, wrong])
+    edge = dynamics.low_mode_edge(area)
+    assert -1.3 < edge < -0.3  # the density's minimum between the modes, by construction
+    margin = np.vstack([np.zeros_like(area), area, area])  # checkpoint 0, then two at `area`
+    issues = dynamics.label_issues(margin)
+    assert issues.flags.tolist() == (area < edge).tolist()
+    assert issues.flags[950:].all() and issues.flags[:950].sum() <= 10  # 1 % of the clean
+    assert (
+        issues.method
+        == f"{dynamics.RUN_LABEL_ISSUES} below {edge:.2f}, the upper edge of its low mode"
+    )
+    # a low mode below -2.5 leaves the fixed cut; no low mode, or too few images: no edge
+    far = np.concatenate([clean, rng.normal(-5.0, 0.3, 50)])
+    assert dynamics.low_mode_edge(far) < -2.5
+    assert dynamics.label_issues(np.vstack([far * 0, far])).flags.sum() == (far < -2.5).sum()
+    assert dynamics.low_mode_edge(clean) is None
+    assert dynamics.low_mode_edge(area[::25]) is None
+    assert dynamics.low_mode_edge(np.full(100, -1.0)) is None
 
 
 def test_plot_command_draws_the_builds_curves(built, tmp_path, capsys):
