@@ -168,10 +168,19 @@ def evaluate(folder: Path) -> dict:
         "label_quality_lowest_n_precision": float(flipped[lowest].mean()),
         "confidence_auroc": float(roc_auc_score(flipped, -default["confidence"])),
         "area_under_margin_auroc": float(roc_auc_score(flipped, -aum)),
+        # the best any cut of the area could do at the target's recall
+        "area_under_margin_precision_at_recall_0.85": precision_at_recall(flipped, -aum, 0.85),
         "region_not_easy": _flag(default["region"] != "easy", flipped),
         "is_label_issue": _flag(default["is_label_issue"], flipped),
         "is_label_issue_method": out.run["label_issues"]["method"],
     }
+
+
+def precision_at_recall(truth: np.ndarray, score: np.ndarray, recall: float) -> float:
+    """Precision of the smallest set of highest-`score` images that holds `recall` of `truth`."""
+    hits = np.cumsum(truth[np.argsort(-score, kind="stable")])
+    count = int(np.searchsorted(hits, np.ceil(recall * truth.sum()))) + 1
+    return float(hits[count - 1] / count)
 
 
 def _flag(flags: np.ndarray, flipped: np.ndarray) -> dict:

@@ -47,7 +47,8 @@ def image_properties(
 
     Parameters
     ----------
-    images : iterable of PIL images (any mode; converted to RGB as cleanvision does).
+    images : iterable of PIL images, any mode: each is converted to RGB first (cleanvision
+        takes them as they come), so that grey and colour copies of an image compare alike.
     count : how many there are, for the progress bar.
     progress : show a progress bar.
 
@@ -67,9 +68,9 @@ def image_properties(
     for image in tqdm(
         images, total=count, desc="image properties", unit="img", disable=not progress
     ):
-        values: dict = {}
+        rgb, values = image.convert("RGB"), {}
         for calculator in calculators:
-            values.update(calculator.calculate(image.convert("RGB")))
+            values.update(calculator.calculate(rgb))
         rows.append([float(values[name]) for name in PROPERTIES])
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(PROPERTIES))
 
