@@ -9,7 +9,8 @@ every checkpoint (`explorer build --run`) and scores, against the flips:
   and the share of flips among as many lowest-ranked images as there are flips;
 - `region != "easy"` as a flag;
 - the area under the margin over the run as a ranking (AUROC);
-- `is_label_issue` of the build: the run's flag (`explorer.dynamics.label_issues`).
+- `is_label_issue` of the build: the run's flag (`explorer.dynamics.label_issues`), and how
+  many images the same rule flags when the true labels are given (false alarms on clean labels).
 
 Sets (default: all five): Fashion-MNIST train (20,000 images, 2 epochs, as in issue 16)
 with uniform flips (to any other class) and with class-pair flips (class k to k + 1), and
@@ -146,23 +147,23 @@ def evaluate(folder: Path) -> dict:
         name: np.asarray(out.default[name])
         for name in ("label", "label_quality", "confidence", "region", "is_label_issue")
     }
-    given = default["label"]
-    flipped = given != np.load(folder / "true_labels.npy")
+    given, true = default["label"], np.load(folder / "true_labels.npy")
+    flipped = given != true
     probabilities = checkpoint_probabilities(folder)
     steps = np.asarray(out.table("checkpoints")["step"])
     margin = np.stack([dynamics.margins(p, given) for p in probabilities])
     weights = np.diff(steps).astype(float)  # as dynamics.label_issues weighs them
     aum = weights @ margin[1:] / weights.sum()
     lowest = np.argsort(default["label_quality"], kind="stable")[: flipped.sum()]
+    # the flag's false alarms where no label is wrong: the same run, its true labels as given
+    true_margin = np.stack([dynamics.margins(p, true) for p in probabilities])
     return {
         "source": SETS[name][0],
         "images": int(len(given)),
         "noise": SETS[name][2],
         "flipped": int(flipped.sum()),
         "training": SETS[name][3],
-        "last_checkpoint_accuracy_true_labels": float(
-            np.mean(probabilities[-1].argmax(1) == np.load(folder / "true_labels.npy"))
-        ),
+        "last_checkpoint_accuracy_true_labels": float(np.mean(probabilities[-1].argmax(1) == true)),
         "cleanlab_last_checkpoint": _flag(find_label_issues(given, probabilities[-1]), flipped),
         "label_quality_auroc": float(roc_auc_score(flipped, -default["label_quality"])),
         "label_quality_lowest_n_precision": float(flipped[lowest].mean()),
@@ -173,6 +174,7 @@ def evaluate(folder: Path) -> dict:
         "region_not_easy": _flag(default["region"] != "easy", flipped),
         "is_label_issue": _flag(default["is_label_issue"], flipped),
         "is_label_issue_method": out.run["label_issues"]["method"],
+        "true_labels_flagged": int(dynamics.label_issues(true_margin, steps=steps).flags.sum()),
     }
 
 
