@@ -41,7 +41,10 @@ DEFAULT = {
     # below a threshold calibrated on edited copies (JPEG re-export, thumbnail scaled back up,
     # brighter copy) of 100 of the images, capped so that at most 1 in 1,000 reference images
     # has one; in the view (foundation or fine-tuned) that tells the copies from different
-    # images best. run.json: review.near_duplicate_view and review.near_duplicate_threshold.
+    # images best. Or below the uncapped distance where the two pictures (grey, 16 x 16 px)
+    # correlate more than all but 1 in 1,000 reference images with their nearest other one.
+    # run.json: review.near_duplicate_view, near_duplicate_threshold and
+    # near_duplicate_pixel_correlation.
     "duplicate_group": "Group of exact or near-duplicates the image belongs to (0, 1, ... by "
     "first row); -1 when it has none.",
     "duplicate_count": "How many other images of the set are in its duplicate group.",

@@ -10,9 +10,15 @@ Read top to bottom:
    sizes (the seed's 0.3 flagged 80 % of one dataset); this does. `best_view`: of the
    foundation and the fine-tuned view, the one that tells the copies from different images
    best.
-3. `groups`: exact and near-duplicate pairs joined into groups (connected components), from
+3. `pixel_signatures`, `pixel_threshold`, `correlations`: a second opinion from the pixels.
+   An embedding may move a 5 % brighter copy as far as it puts two different garments of one
+   kind, so the capped threshold misses it; its picture, though, stays the same pixel for
+   pixel. A pair nearer than the copies alone say (uncapped) is a near-duplicate too where
+   its two pictures, grey and averaged down to 16 x 16 px, correlate more than all but 1 in
+   1,000 reference images do with their nearest other one. `near` applies both.
+4. `groups`: exact and near-duplicate pairs joined into groups (connected components), from
    the k-NN graph a build already has: no second search.
-4. `leaks`: an image whose nearest reference (training) image is an exact or near-duplicate.
+5. `leaks`: an image whose nearest reference (training) image is an exact or near-duplicate.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ NEIGHBOUR_SHARE = 0.001
 _TOLERANCE = 1e-12  # below it a distance is an exact copy, found by its pixels instead
 CALIBRATION_IMAGES = 100  # originals whose copies calibrate the threshold (a seeded sample)
 CALIBRATION_SEED = 0
+SIGNATURE_SIZE = 16  # px: a copy keeps its picture at this size; JPEG blocks and noise do not
 JPEG_QUALITY = 75  # a typical re-export
 RESIZE = 0.75  # down to 75 % and back up: a thumbnail made again
 BRIGHTNESS = 1.08  # a mild exposure change
@@ -133,24 +140,86 @@ def best_view(calibrations: dict[str, Calibration]) -> str:
     return max(calibrations, key=lambda name: calibrations[name].separation)
 
 
+def pixel_signatures(pixels: np.ndarray, size: int = SIGNATURE_SIZE) -> np.ndarray:
+    """Each image's picture as a unit vector: grey, averaged down to size x size, centred.
+
+    pixels: (N, C, H, W), any dtype (the decoded pixels a build has). Returns float32
+    (N, size * size): the dot product of two rows is the Pearson correlation of their pictures
+    (0 for a flat image, which has none).
+    """
+    import torch
+
+    grey = torch.as_tensor(np.asarray(pixels), dtype=torch.float32).mean(dim=1, keepdim=True)
+    small = torch.nn.functional.adaptive_avg_pool2d(grey, size).flatten(1)
+    small -= small.mean(dim=1, keepdim=True)
+    small /= small.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return small.numpy()
+
+
+def correlations(
+    signatures: np.ndarray, other_signatures: np.ndarray, indices: np.ndarray
+) -> np.ndarray:
+    """The correlation of each image's picture with those of its neighbours.
+
+    signatures: (N, P) and other_signatures: (R, P) from `pixel_signatures`; indices: int (N,)
+    or (N, k), rows of other_signatures. Returns float32, the shape of `indices`.
+    """
+    indices = np.asarray(indices)
+    columns = indices.reshape(len(indices), -1)
+    out = np.empty(columns.shape, dtype=np.float32)
+    for j in range(columns.shape[1]):  # a column at a time: N x k x P at once can be GBs
+        out[:, j] = np.einsum("np,np->n", signatures, other_signatures[columns[:, j]])
+    return out.reshape(indices.shape)
+
+
+def pixel_threshold(signatures: np.ndarray, nearest: np.ndarray) -> float:
+    """The correlation above which two pictures count as a copy: the 1 - NEIGHBOUR_SHARE
+    quantile of each image's correlation with its nearest other image, in a set taken to be
+    mostly free of duplicates (the reference set; exact copies, correlation 1, left out), so
+    that at most 1 in 1,000 of those have a neighbour this alike.
+
+    signatures: (R, P) from `pixel_signatures`; nearest: int (R,), each one's nearest other
+    row (in an embedding view). Returns a correlation in [-1, 1] (1 for fewer than 2 images).
+    """
+    alike = correlations(signatures, signatures, nearest)
+    alike = alike[alike < 1 - 1e-6]
+    return float(np.quantile(alike, 1 - NEIGHBOUR_SHARE)) if len(alike) else 1.0
+
+
+def near(
+    distances: np.ndarray, calibration: Calibration, alike: np.ndarray | None = None
+) -> np.ndarray:
+    """Which pairs are near-duplicates: nearer than the calibrated threshold, or, where their
+    pictures are alike (`alike`: correlation above `pixel_threshold`), nearer than the edited
+    copies alone say (`Calibration.from_copies`, without the cap).
+
+    distances: float, any shape (a k-NN graph's (N, k), or the (N,) nearest); alike: bool,
+    the same shape. Returns bool, the same shape.
+    """
+    found = np.asarray(distances) < calibration.threshold
+    if alike is not None:
+        found |= (np.asarray(distances) < calibration.from_copies) & alike
+    return found
+
+
 def groups(
     knn_indices: np.ndarray,
-    knn_distances: np.ndarray,
-    threshold: float,
+    near_pairs: np.ndarray,
     hashes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Duplicate groups: images joined when one is among the other's k nearest at a distance
-    below `threshold`, or when their pixel hashes are equal.
+    """Duplicate groups: images joined when one is among the other's k nearest and the pair
+    is near (`near`), or when their pixel hashes are equal.
 
-    knn_indices/knn_distances: (N, k), nearest first, a row never its own neighbour.
-    Returns (group int64 (N,): 0, 1, ... numbered by first row, -1 for an image with no
-    duplicate; count int64 (N,): how many other images of the set are its duplicates).
+    knn_indices: int (N, k), nearest first, a row never its own neighbour; near_pairs: bool
+    (N, k), which of those pairs are near-duplicates. Returns (group int64 (N,): 0, 1, ...
+    numbered by first row, -1 for an image with no duplicate; count int64 (N,): how many other
+    images of the set are its duplicates).
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     n = len(knn_indices)
-    rows, columns = np.nonzero(knn_distances < threshold)
+    rows, columns = np.nonzero(near_pairs)
     sources, targets = [rows], [knn_indices[rows, columns]]
     if hashes is not None:
         _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
@@ -170,21 +239,20 @@ def groups(
 
 
 def leaks(
-    nn_reference_distance: np.ndarray,
-    threshold: float,
+    near_nearest: np.ndarray,
     hashes: np.ndarray | None = None,
     reference_hashes: np.ndarray | None = None,
     in_reference: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Images that are in the reference (training) data: their nearest reference image is
-    nearer than `threshold`, or another reference image has the same pixels.
+    """Images that are in the reference (training) data: their nearest reference image is a
+    near-duplicate, or another reference image has the same pixels.
 
-    nn_reference_distance: (N,) cosine distance to the nearest reference image, leave-one-out
-    where the image itself is in the reference. hashes/reference_hashes: pixel digests of
-    both sets (`pixel_hashes`); in_reference: bool (N,), the image itself is a reference row
-    (not counted as its own copy). Returns bool (N,).
+    near_nearest: bool (N,), `near` of each image and its nearest reference image
+    (leave-one-out where the image itself is in the reference). hashes/reference_hashes:
+    pixel digests of both sets (`pixel_hashes`); in_reference: bool (N,), the image itself is
+    a reference row (not counted as its own copy). Returns bool (N,).
     """
-    leaked = np.asarray(nn_reference_distance) < threshold
+    leaked = np.asarray(near_nearest, dtype=bool).copy()
     if hashes is not None and reference_hashes is not None:
         found, counts = np.unique(reference_hashes, return_counts=True)
         position = np.searchsorted(found, hashes).clip(max=len(found) - 1)

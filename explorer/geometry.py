@@ -47,6 +47,7 @@ class Geometry:
     reference_indices: np.ndarray | None = None
     reference_distances: np.ndarray | None = None
     reference_own_distances: np.ndarray | None = None
+    reference_own_indices: np.ndarray | None = None  # int64 (R, k): their nearest other rows
 
     @property
     def moved(self) -> tuple[float, float] | None:
@@ -122,7 +123,7 @@ def geometry(
             indices, distances = neighbors.annoy_knn(vectors, k, annoy_trees)
         else:
             indices, distances = neighbors.exact_knn(vectors, k, device=device)
-    found = (None, None, None)
+    found = (None, None, None, None)
     if reference is not None:
         with stage("reference k-NN"):
             found = _reference_knn(vectors, reference, exclude, device)
@@ -163,17 +164,18 @@ def geometry(
 
 def _reference_knn(
     vectors: np.ndarray, reference: np.ndarray, exclude: np.ndarray | None, device: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(indices, distances) of each image's nearest reference images, leave-one-out, and the
-    reference's own distances: cleanlab's k (fewer, with a warning, for a tiny reference)."""
+    reference's own (distances, indices): cleanlab's k (fewer, with a warning, for a tiny
+    reference)."""
     if len(reference) < 2:
         raise ExplorerError(f"a reference set of {len(reference)} image(s) is too few: give more")
     k = min(outliers.DEFAULT_K, len(reference) - 1)
     if k < outliers.DEFAULT_K:
         warnings.warn(f"only {len(reference)} reference images: scores use k={k}", stacklevel=3)
-    _, own = neighbors.exact_knn(reference, k, device=device)
+    own_indices, own = neighbors.exact_knn(reference, k, device=device)
     indices, distances = neighbors.query_knn(vectors, reference, k, exclude=exclude, device=device)
-    return indices, distances, own
+    return indices, distances, own, own_indices
 
 
 def mean_displacements(moves: list[tuple[float, float]]) -> dict[str, float]:

@@ -591,19 +591,34 @@ def _review(
         }
         view = duplicates.best_view(calibrations)
         model, _, shape = views[view]
-        threshold = calibrations[view].threshold
-        hashes = duplicates.pixel_hashes(_pixels(embedder, images, model))
-        group, count = duplicates.groups(shape.knn_indices, shape.knn_distances, threshold, hashes)
+        calibration = calibrations[view]
+        pixels = _pixels(embedder, images, model)
+        hashes, signatures = duplicates.pixel_hashes(pixels), duplicates.pixel_signatures(pixels)
+        if against is None:  # the set is its own reference, as for the outlier scores
+            base, base_nearest = signatures, shape.knn_indices[:, 0]
+        else:
+            reference_pixels = _pixels(against.embedder, against.reference.images, model)
+            base = duplicates.pixel_signatures(reference_pixels)
+            base_nearest = shape.reference_own_indices[:, 0]
+        alike = duplicates.pixel_threshold(base, base_nearest)
+        near_pairs = duplicates.near(
+            shape.knn_distances,
+            calibration,
+            duplicates.correlations(signatures, signatures, shape.knn_indices) >= alike,
+        )
+        group, count = duplicates.groups(shape.knn_indices, near_pairs, hashes)
     with embedder.progress.stage("image properties"):
-        pixels = _property_view(images, against, embedder.progress.show)
+        pixel_view = _property_view(images, against, embedder.progress.show)
     score, is_outlier, cut = outliers.combined_scores(
-        [part.view for _, _, part in views.values()] + [pixels]
+        [part.view for _, _, part in views.values()] + [pixel_view]
     )
     nn_distance = views["finetuned"][2].knn_distances[:, 0]
     columns = {
         "outlier_score": score,
         "is_outlier": is_outlier,
-        "outlier_score_pixels": outliers.outlier_scores(pixels[0], reference_distances=pixels[1]),
+        "outlier_score_pixels": outliers.outlier_scores(
+            pixel_view[0], reference_distances=pixel_view[1]
+        ),
         "nn_flag": count > 0 if config.nn_threshold is None else nn_distance < config.nn_threshold,
         "duplicate_group": group,
         "duplicate_count": count,
@@ -616,7 +631,9 @@ def _review(
         "reference": None if against is None else against.reference.record(),
         "review": {
             "near_duplicate_view": view,  # foundation or finetuned: nn_reference_* are in it
-            "near_duplicate_threshold": threshold,  # cosine distance, in that view
+            "near_duplicate_threshold": calibration.threshold,  # cosine distance, in that view
+            # or nearer than its from_copies where the pictures correlate above this
+            "near_duplicate_pixel_correlation": alike,
             "near_duplicate_calibration": calibrated,  # per view: from copies, cap, caught
             "near_duplicate_calibration_images": len(duplicates.calibration_rows(len(hashes))),
             "outlier_threshold_z": cut,  # is_outlier: combined robust z above it
@@ -625,13 +642,16 @@ def _review(
     }
     if against is not None:
         nearest, distance = shape.reference_indices[:, 0], shape.reference_distances[:, 0]
-        reference_hashes = duplicates.pixel_hashes(
-            _pixels(against.embedder, against.reference.images, model)
+        near_nearest = duplicates.near(
+            distance, calibration, duplicates.correlations(signatures, base, nearest) >= alike
         )
         columns["nn_reference_id"] = against.reference.rows[nearest]
         columns["nn_reference_distance"] = distance
         columns["is_leak"] = duplicates.leaks(
-            distance, threshold, hashes, reference_hashes, against.reference.exclude >= 0
+            near_nearest,
+            hashes,
+            duplicates.pixel_hashes(reference_pixels),
+            against.reference.exclude >= 0,
         )
     return columns, record
 

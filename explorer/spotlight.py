@@ -315,6 +315,22 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _close(viewer: Viewer, seconds: float = 10.0) -> None:
+    """`viewer.close()`, bounded. Spotlight's close first asks the server process for its
+    table and waits for the answer without a timeout; a server that is gone, or too busy to
+    answer, would keep `serve` from ever returning. After `seconds` (at once when the server
+    is gone) its process is stopped directly (terminated, killed after 3 s)."""
+    if _server_alive(viewer):
+        closer = threading.Thread(target=viewer.close, daemon=True)
+        closer.start()
+        closer.join(seconds)
+        if not closer.is_alive():
+            return
+    server = getattr(viewer, "_server", None)  # Spotlight internals, as in _server_alive
+    if server is not None:
+        server.stop()
+
+
 def serve(
     out: str | Path | datasets.Dataset,
     layout: str | Path | Layout | None = None,
@@ -348,7 +364,7 @@ def serve(
         except KeyboardInterrupt:
             print("Spotlight stopped", flush=True)
         finally:
-            viewer.close()
+            _close(viewer)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -145,9 +145,45 @@ def test_duplicate_groups_join_pairs_and_equal_pixels():
     indices = np.array([[1, 2], [0, 2], [0, 1], [0, 1], [3, 0]])
     distances = np.array([[0.01, 0.5], [0.01, 0.5], [0.5, 0.6], [0.7, 0.8], [0.7, 0.8]])
     hashes = np.array(["a", "b", "c", "d", "c"])
-    group, count = duplicates.groups(indices, distances, 0.05, hashes)
+    group, count = duplicates.groups(indices, distances < 0.05, hashes)
     assert group.tolist() == [0, 0, 1, -1, 1]
     assert count.tolist() == [1, 1, 1, 0, 1]
+
+
+def test_pixels_confirm_a_near_duplicate_the_capped_threshold_misses():
+    """A brighter copy lands as far as a different image does in the embedding; its picture
+    correlates with the original's, the different image's does not."""
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 200, (1, 3, 32, 32)).astype(np.float64)
+    brighter = np.clip(original * 1.05 + 4, 0, 255)
+    different = rng.integers(0, 200, (1, 3, 32, 32)).astype(np.float64)
+    signatures = duplicates.pixel_signatures(np.concatenate([original, brighter, different]))
+    assert signatures.shape == (3, 16 * 16)
+    grey = np.concatenate([original, brighter, different]).mean(axis=1)
+    small = grey.reshape(3, 16, 2, 16, 2).mean(axis=(2, 4)).reshape(3, -1)
+    others = np.array([[1, 2], [0, 2], [0, 1]])  # each image's two neighbours
+    alike = duplicates.correlations(signatures, signatures, others)
+    pearson = np.corrcoef(small)  # by hand: grey, 2 x 2 blocks averaged
+    np.testing.assert_allclose(alike, pearson[np.arange(3)[:, None], others], atol=1e-5)
+    assert alike[0, 0] > 0.99 and abs(alike[0, 1]) < 0.2
+    calibration = duplicates.Calibration(0.001, 0.02, 0.001, 0.2, 0.9)
+    distances = np.array([[0.005, 0.006], [0.005, 0.007], [0.006, 0.007]])  # all past the cap
+    pairs = duplicates.near(distances, calibration, alike >= 0.99)
+    assert pairs.tolist() == [[True, False], [True, False], [False, False]]
+    assert not duplicates.near(distances, calibration).any()  # the embedding alone: none
+    group, _ = duplicates.groups(others, pairs)
+    assert group.tolist() == [0, 0, -1]
+
+
+def test_the_pixel_threshold_lets_1_in_1000_reference_neighbours_pass():
+    rng = np.random.default_rng(1)
+    signatures = rng.normal(size=(5000, 64)).astype(np.float32)
+    signatures /= np.linalg.norm(signatures, axis=1, keepdims=True)
+    nearest = np.roll(np.arange(5000), 1)
+    cut = duplicates.pixel_threshold(signatures, nearest)
+    alike = (signatures * signatures[nearest]).sum(1)
+    assert (alike > cut).sum() <= 5
+    assert cut == pytest.approx(np.quantile(alike, 0.999), abs=1e-6)
 
 
 # --- whole builds ----------------------------------------------------------------------------

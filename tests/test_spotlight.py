@@ -487,6 +487,24 @@ def test_explorer_show_serves_until_ctrl_c(out: Path) -> None:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "the port is still served"
 
 
+def test_closing_does_not_wait_forever_for_a_server_that_does_not_answer(out: Path) -> None:
+    """Spotlight's close asks the server for its table and waits without a timeout; a server
+    that never answers must not keep `serve` from returning."""
+    import time
+
+    viewer = sp.show(out, browser=False)
+    server = viewer._server
+    process = psutil.Process(server.process.pid)
+    server.get_df = lambda: threading.Event().wait()  # a server that never answers
+    started = time.monotonic()
+    sp._close(viewer, seconds=1)
+    assert time.monotonic() - started < 10
+    assert not running(process)
+    port = int(viewer.url.rstrip("/").rsplit(":", 1)[1])
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the port is still served"
+
+
 def test_serve_stops_cleanly_on_sigterm(out_nolabel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGTERM (docker stop, systemd) ends `serve` like Ctrl-C, server and port included."""
     printed = io.StringIO()
