@@ -344,11 +344,14 @@ def serve(
     Arguments as for `show`. Raises `ExplorerError` for bad input, or if the server stops
     by itself (SPOTLIGHT_VERBOSE=true shows its log).
     """
-    previous = None
+    previous = {}
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (docker stop, systemd, timeout) would end Python without `finally` and
         # leave the server process holding the port: treat it as Ctrl-C, from the start.
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        # And Ctrl-C itself: a process started with SIGINT ignored (from a shell's background
+        # job, say) keeps ignoring it, and would never stop on `kill -INT`.
+        for number in (signal.SIGTERM, signal.SIGINT):
+            previous[number] = signal.signal(number, _interrupt)
     try:
         viewer, name = _open(out, layout, host, port, browser, allow_filebrowsing=False)
         print(
@@ -366,5 +369,5 @@ def serve(
         finally:
             _close(viewer)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)

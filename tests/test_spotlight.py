@@ -448,7 +448,13 @@ def test_dataset_without_labels_or_timeline(viewer, out_nolabel: Path) -> None:
     assert "Label issues" not in [widget["name"] for widget in widgets(served)]
 
 
-def test_explorer_show_serves_until_ctrl_c(out: Path) -> None:
+@pytest.mark.parametrize("started_ignoring_sigint", [False, True])
+def test_explorer_show_serves_until_ctrl_c(out: Path, started_ignoring_sigint: bool) -> None:
+    """Ctrl-C stops the server and frees the port, also in a process started with SIGINT
+    ignored (a shell's background job), which Python would otherwise leave ignored."""
+    ignore = (
+        (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if started_ignoring_sigint else None
+    )
     process = subprocess.Popen(
         [
             sys.executable,
@@ -462,6 +468,7 @@ def test_explorer_show_serves_until_ctrl_c(out: Path) -> None:
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=ignore,
         text=True,
         cwd=REPO,
     )
