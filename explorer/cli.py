@@ -608,7 +608,7 @@ def _add_demo(commands) -> None:
         "demo",
         summary="the whole story offline, on scikit-learn's digits",
         description="Fine-tune a small ViT on digits, build OUT from every checkpoint, render "
-        "the film and open Spotlight: offline, in about a minute.",
+        "the film and open Spotlight: offline, in about half a minute.",
         example="explorer demo --out explorer-demo",
     )
     demo.add_argument(

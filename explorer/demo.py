@@ -1,4 +1,4 @@
-"""`explorer demo`: the whole story offline, on scikit-learn's digits, in a few minutes.
+"""`explorer demo`: the whole story offline, on scikit-learn's digits, in about half a minute.
 
 finetune a small ViT from scratch (13 checkpoints) -> build --run -> animate (GIF, MP4) -> show.
 Each step is the library call a user would make; the demo only picks the settings.
