@@ -661,7 +661,8 @@ def _property_view(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The pixel-property view (`explorer.properties`): the reviewed images' k-NN distances to
     the reference's properties (leave-one-out), and the reference's own; without a reference,
-    the reviewed images' among themselves, twice."""
+    the reviewed images' among themselves, twice. The images are decoded again as stored, not
+    taken from the model's resized pixels: blur and noise are measured at their own size."""
     mine = properties.image_properties(
         _each_image(images), count=images.num_rows, progress=progress
     )
