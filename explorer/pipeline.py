@@ -668,9 +668,9 @@ def _property_view(
     )
     if against is None:
         return properties.property_distances(mine)
-    theirs = against.reference.images
+    reference = against.reference.images
     theirs = properties.image_properties(
-        _each_image(theirs), count=theirs.num_rows, progress=progress
+        _each_image(reference), count=reference.num_rows, progress=progress
     )
     return properties.property_distances(mine, theirs, exclude=against.reference.exclude)
 
