@@ -10,7 +10,9 @@ every checkpoint (`explorer build --run`) and scores, against the flips:
 - `region != "easy"` as a flag;
 - the area under the margin over the run as a ranking (AUROC);
 - `is_label_issue` of the build: the run's flag (`explorer.dynamics.label_issues`), and how
-  many images the same rule flags when the true labels are given (false alarms on clean labels).
+  many images the same rule flags when the true labels are given (false alarms on clean labels);
+- a signal explorer does not use yet: the foundation view's neighbours' labels
+  (`neighbour_vote`), alone and with the area under the margin, as rankings.
 
 Sets (default: all five): Fashion-MNIST train (20,000 images, 2 epochs, as in issue 16)
 with uniform flips (to any other class) and with class-pair flips (class k to k + 1), and
@@ -199,6 +201,29 @@ def evaluate(folder: Path) -> dict:
         "is_label_issue": _flag(default["is_label_issue"], flipped),
         "is_label_issue_method": out.run["label_issues"]["method"],
         "true_labels_flagged": int(dynamics.label_issues(true_margin, steps=steps).flags.sum()),
+        **neighbour_vote(out.default, given, flipped, aum),
+    }
+
+
+def neighbour_vote(default, given: np.ndarray, flipped: np.ndarray, aum: np.ndarray) -> dict:
+    """A second signal, measured, not used by explorer yet: the share of an image's 10 nearest
+    neighbours in the foundation view (label-free, so blind to the flips) whose given label is
+    not its own; alone, and added to the area under the margin (each standardised by median
+    and IQR), as rankings. Only as good as the foundation: random weights or pretrained."""
+    from sklearn.metrics import roc_auc_score
+
+    from explorer import neighbors
+    from explorer.outliers import robust_z
+
+    foundation = np.asarray(default["embedding_foundation"], dtype=np.float32)
+    indices, _ = neighbors.exact_knn(foundation, 10)
+    other = (given[indices] != given[:, None]).mean(axis=1)
+    both = robust_z(-aum, -aum) + robust_z(other, other)
+    return {
+        "foundation_neighbour_vote_auroc": float(roc_auc_score(flipped, other)),
+        "area_and_neighbour_vote_precision_at_recall_0.85": precision_at_recall(
+            flipped, both, 0.85
+        ),
     }
 
 
