@@ -70,7 +70,7 @@ def pretrain(
     """Pretrain tiny-vit-28 by SimCLR on Fashion-MNIST train and save it to `out`."""
     torch.manual_seed(seed)
     train = data.read_fashion_mnist()["train"][0]
-    images = torch.as_tensor(np.asarray(train)).float().div(255)[:, None]
+    images = torch.from_numpy(np.array(train, dtype=np.float32) / 255)[:, None]  # a copy: writable
     model, processor = tiny_vit(
         data.FASHION_MNIST_CLASSES, image_size=28, patch_size=7, hidden_size=hidden,
         num_layers=layers,
