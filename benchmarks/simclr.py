@@ -7,8 +7,9 @@ Contrastive Learning of Visual Representations"): two augmented views of each im
 crop of 55-100 % of the area, the images being 28 px, at 3/4-4/3 aspect, a horizontal flip,
 brightness and contrast jitter, sometimes a slight blur), pulled together against the other
 images of a batch of 256 (NT-Xent loss, temperature 0.2) through a small projection head
-that is then dropped. The augmentations are SimCLR's own, less colour (the images are grey);
-nothing in them was chosen for a planted kind.
+that is then dropped. The augmentations are SimCLR's kinds, less colour (the images are
+grey), with milder crops than its 8-100 % (these images are 28 px); nothing in them was chosen
+for a planted kind.
 
 The result is saved as a ViTForImageClassification folder (a random head for Fashion-MNIST's
 classes) that `explorer finetune --model FOLDER` fine-tunes: its checkpoint-0 is then this
