@@ -68,7 +68,10 @@ def augment(images: torch.Tensor) -> torch.Tensor:
 def pretrain(
     out: Path, epochs: float = 15, hidden: int = 64, layers: int = 2, seed: int = 0
 ) -> Path:
-    """Pretrain tiny-vit-28 by SimCLR on Fashion-MNIST train and save it to `out`."""
+    """Pretrain tiny-vit-28 by SimCLR on Fashion-MNIST train and save it to `out`; a model
+    already saved there is kept, so that a rerun resumes after it."""
+    if (out / "model.safetensors").exists():
+        return out
     torch.manual_seed(seed)
     train = data.read_fashion_mnist()["train"][0]
     images = torch.from_numpy(np.array(train, dtype=np.float32) / 255)[:, None]  # a copy: writable
