@@ -19,7 +19,8 @@ with uniform flips (to any other class) and with class-pair flips (class k to k 
 digits train (1,347 images, the demo's 480 steps, about 11 epochs) with uniform flips; also
 10,000-image Fashion-MNIST variants. The four Fashion-MNIST sets come again with `-simclr`
 (not run by default): fine-tuned (tiny-vit at 28 px) from a foundation pretrained here
-without labels by `simclr.py`, as people fine-tune, rather than from random weights. The
+without labels by `simclr.py`, as people fine-tune, rather than from random weights; and with
+`-simclr-large`, from a larger foundation pretrained the same way (128 wide, 4 layers). The
 flag's fixed threshold (-2.5) was chosen on `fashion-uniform` alone; its low-mode edge
 (`explorer.dynamics.low_mode_edge`) was added after `digits-uniform` showed the fixed one
 missing a third of the flips; the other sets report it as it is. Results go to
@@ -29,6 +30,8 @@ folders) stays in --work and is reused.
     nice -n 10 python benchmarks/label_errors.py [--work /tmp/label-errors] [--sets ...]
     python benchmarks/label_errors.py --sets fashion-uniform-simclr fashion-pair-simclr \
         fashion-uniform-10k-simclr fashion-pair-10k-simclr
+    python benchmarks/label_errors.py --sets fashion-uniform-simclr-large \
+        fashion-pair-simclr-large fashion-uniform-10k-simclr-large fashion-pair-10k-simclr-large
 """
 
 from __future__ import annotations
@@ -59,8 +62,18 @@ SETS = {
 # The Fashion-MNIST sets again, fine-tuned from a foundation model rather than random weights:
 # tiny-vit at 28 px pretrained without labels by simclr.py (on all of Fashion-MNIST train, as
 # a foundation model's pretraining data may hold the images later fine-tuned on).
-SIMCLR = "-simclr"
-SETS |= {name + SIMCLR: spec for name, spec in SETS.items() if spec[0] == "fashion-mnist"}
+# With `-simclr-large`, from a larger one (128 wide, 4 layers deep, against 64 and 2).
+# suffix -> the foundation's folder in --work, its hidden size and layers (simclr.pretrain's)
+PRETRAINED = {
+    "-simclr": ("simclr-foundation", 64, 2),
+    "-simclr-large": ("simclr-large-foundation", 128, 4),
+}
+SETS |= {
+    name + suffix: spec
+    for suffix in PRETRAINED
+    for name, spec in SETS.items()
+    if spec[0] == "fashion-mnist"
+}
 
 
 def flipped(labels: np.ndarray, num_classes: int, kind: str, *, seed: int = SEED) -> np.ndarray:
@@ -93,10 +106,10 @@ def prepare(name: str, work: Path, *, build_out: bool = True, rebuild: bool = Fa
     run = folder / "run"
     if not (run / "explorer-run.json").exists():
         model, lr = "tiny-vit", None
-        if name.endswith(SIMCLR):
-            foundation = work / "simclr-foundation"
-            if not (foundation / "config.json").exists():
-                simclr.pretrain(foundation)
+        suffix = _pretrained(name)
+        if suffix:
+            where, hidden, layers = PRETRAINED[suffix]
+            foundation = simclr.pretrain(work / where, hidden=hidden, layers=layers)
             model, lr = str(foundation), SCRATCH_LR  # explorer's 5e-5 is for large models
         started = time.perf_counter()
         finetune(copy, model=model, out=run, split="train", checkpoints=25, lr=lr, **training)
@@ -114,6 +127,12 @@ def prepare(name: str, work: Path, *, build_out: bool = True, rebuild: bool = Fa
             overwrite=True,
         )
     return folder
+
+
+def _pretrained(name: str) -> str | None:
+    """The suffix of PRETRAINED that `name` ends with (the longest), or None: from random
+    weights."""
+    return max((suffix for suffix in PRETRAINED if name.endswith(suffix)), key=len, default=None)
 
 
 def embed_checkpoints(copy: Path, run: Path) -> None:
@@ -140,7 +159,7 @@ def main() -> None:
     parser.add_argument(
         "--sets",
         nargs="+",
-        default=[name for name in SETS if not name.endswith(SIMCLR)],
+        default=[name for name in SETS if not _pretrained(name)],
         choices=list(SETS),
         help="(default: the five from random weights)",
     )
