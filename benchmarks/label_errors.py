@@ -63,10 +63,10 @@ SETS = {
 # tiny-vit at 28 px pretrained without labels by simclr.py (on all of Fashion-MNIST train, as
 # a foundation model's pretraining data may hold the images later fine-tuned on).
 # With `-simclr-large`, from a larger one (128 wide, 4 layers deep, against 64 and 2).
-# suffix -> the foundation's folder in --work, its hidden size and layers (simclr.pretrain's)
+# suffix -> the foundation's folder in --work, and its name in simclr.SIZES
 PRETRAINED = {
-    "-simclr": ("simclr-foundation", 64, 2),
-    "-simclr-large": ("simclr-large-foundation", 128, 4),
+    "-simclr": ("simclr-foundation", "small"),
+    "-simclr-large": ("simclr-large-foundation", "large"),
 }
 SETS |= {
     name + suffix: spec
@@ -108,7 +108,8 @@ def prepare(name: str, work: Path, *, build_out: bool = True, rebuild: bool = Fa
         model, lr = "tiny-vit", None
         suffix = _pretrained(name)
         if suffix:
-            where, hidden, layers = PRETRAINED[suffix]
+            where, size = PRETRAINED[suffix]
+            hidden, layers = simclr.SIZES[size]
             foundation = simclr.pretrain(work / where, hidden=hidden, layers=layers)
             model, lr = str(foundation), SCRATCH_LR  # explorer's 5e-5 is for large models
         started = time.perf_counter()

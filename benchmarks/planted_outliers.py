@@ -72,20 +72,12 @@ OUTLIER_KINDS = {  # planting -> outlier kinds; B holds out blocks and brings tw
     "C": ("photo patches", "low contrast", "rotated", "pixelated"),
 }
 SEEDS = {"A": 0, "B": 1, "C": 2}
-FOUNDATIONS = {  # model -> (what checkpoint-0 is, simclr.pretrain's hidden size and layers)
-    "tiny-vit-28-simclr": ("checkpoint-0: pretrained by SimCLR without labels (simclr.py)", 64, 2),
-    "tiny-vit-28-simclr-large": (
-        "checkpoint-0: pretrained by SimCLR without labels (simclr.py), 128 wide, 4 layers",
-        128,
-        4,
-    ),
-    "tiny-vit-28-simclr-xl": (
-        "checkpoint-0: pretrained by SimCLR without labels (simclr.py), 192 wide, 4 layers",
-        192,
-        4,
-    ),
+# model -> simclr.SIZES' name of the foundation it is fine-tuned from (pretrained by simclr.py)
+FOUNDATIONS = {
+    "tiny-vit-28-simclr": "small",
+    "tiny-vit-28-simclr-large": "large",
+    "tiny-vit-28-simclr-xl": "xl",
 }
-RANDOM_FOUNDATION = "checkpoint-0: untouched (random weights)"
 MILD_EDITS = ("jpeg90", "brighter", "contrast", "noise")
 
 
@@ -381,9 +373,8 @@ def finetune_run(folder: Path, model: str, epochs: int) -> Path:
     Fashion-MNIST's 28 px in 7 px patches (as many tokens), saved to a folder and trained from
     scratch at tiny-vit's learning rate; tiny-vit-28-simclr is tiny-vit-28 pretrained first,
     without labels, by `simclr.py`, so that checkpoint-0 is a foundation model rather than
-    random weights; tiny-vit-28-simclr-large is the same with a network 128 wide and 4 layers
-    deep (17 minutes of pretraining on a 2-core CPU, against 4), and tiny-vit-28-simclr-xl 192
-    wide and 4 deep (30 minutes).
+    random weights; tiny-vit-28-simclr-large and -xl the same with larger networks
+    (`simclr.SIZES`).
     """
     run = folder / f"run-{model}"
     if (run / "explorer-run.json").exists():
@@ -395,7 +386,7 @@ def finetune_run(folder: Path, model: str, epochs: int) -> Path:
         network.save_pretrained(given)
         processor.save_pretrained(given)
     if model in FOUNDATIONS:
-        _, hidden, layers = FOUNDATIONS[model]
+        hidden, layers = simclr.SIZES[FOUNDATIONS[model]]
         given = str(simclr.pretrain(folder / model, hidden=hidden, layers=layers))
     subprocess.run(
         [sys.executable, "-m", "explorer", "finetune", "--dataset", "fashion-mnist",
@@ -513,7 +504,7 @@ def main() -> None:
             "run": str(run), "epochs": args.epochs, "test_accuracy_on_sample": accuracy,
             "test_images": args.test, "per_kind": args.per_kind,
             "reference_limit": args.reference_limit,
-            "foundation": FOUNDATIONS.get(args.model, (RANDOM_FOUNDATION,))[0],
+            "foundation": _foundation(args.model),
         }  # fmt: skip
         for planting in args.plantings:
             model["plantings"][planting] = evaluate(planting, run, args, folder)
@@ -529,6 +520,17 @@ def main() -> None:
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _foundation(model: str) -> str:
+    """What the run's checkpoint-0 is, for the results."""
+    if model not in FOUNDATIONS:
+        return "checkpoint-0: untouched (random weights)"
+    hidden, layers = simclr.SIZES[FOUNDATIONS[model]]
+    return (
+        f"checkpoint-0: pretrained by SimCLR without labels (simclr.py), {hidden} wide, "
+        f"{layers} layers"
+    )
 
 
 def _accuracy(run: Path) -> float:
