@@ -9,8 +9,9 @@ every checkpoint (`explorer build --run`) and scores, against the flips:
   and the share of flips among as many lowest-ranked images as there are flips;
 - `region != "easy"` as a flag;
 - the area under the margin over the run as a ranking (AUROC);
-- `is_label_issue` of the build: the run's flag (`explorer.dynamics.label_issues`), and how
-  many images the same rule flags when the true labels are given (false alarms on clean labels);
+- `is_label_issue` of the build: the run's flag (`explorer.dynamics.label_issues`), the same
+  area below the rule's fixed cut alone (without its low-mode edge), and how many images the
+  rule flags when the true labels are given (false alarms on clean labels);
 - a signal explorer does not use yet: the foundation view's neighbours' labels
   (`neighbour_vote`), alone and with the area under the margin, as rankings.
 
@@ -109,8 +110,7 @@ def prepare(name: str, work: Path, *, build_out: bool = True, rebuild: bool = Fa
         suffix = _pretrained(name)
         if suffix:
             where, size = PRETRAINED[suffix]
-            hidden, layers = simclr.SIZES[size]
-            foundation = simclr.pretrain(work / where, hidden=hidden, layers=layers)
+            foundation = simclr.pretrain(work / where, size)
             model, lr = str(foundation), SCRATCH_LR  # explorer's 5e-5 is for large models
         started = time.perf_counter()
         finetune(copy, model=model, out=run, split="train", checkpoints=25, lr=lr, **training)
@@ -220,6 +220,8 @@ def evaluate(folder: Path) -> dict:
         "region_not_easy": _flag(default["region"] != "easy", flipped),
         "is_label_issue": _flag(default["is_label_issue"], flipped),
         "is_label_issue_method": out.run["label_issues"]["method"],
+        # the rule's fixed cut alone, without its low-mode edge
+        "area_under_margin_below_fixed_cut": _flag(aum < -dynamics.AUM_THRESHOLD, flipped),
         "true_labels_flagged": int(dynamics.label_issues(true_margin, steps=steps).flags.sum()),
         **neighbour_vote(out.default, given, flipped, aum),
     }

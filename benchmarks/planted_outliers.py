@@ -386,8 +386,7 @@ def finetune_run(folder: Path, model: str, epochs: int) -> Path:
         network.save_pretrained(given)
         processor.save_pretrained(given)
     if model in FOUNDATIONS:
-        hidden, layers = simclr.SIZES[FOUNDATIONS[model]]
-        given = str(simclr.pretrain(folder / model, hidden=hidden, layers=layers))
+        given = str(simclr.pretrain(folder / model, FOUNDATIONS[model]))
     subprocess.run(
         [sys.executable, "-m", "explorer", "finetune", "--dataset", "fashion-mnist",
          "--split", "train", "--model", given, "--out", str(run), "--epochs", str(epochs),

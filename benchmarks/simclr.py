@@ -13,9 +13,9 @@ for a planted kind.
 
 The result is saved as a ViTForImageClassification folder (a random head for Fashion-MNIST's
 classes) that `explorer finetune --model FOLDER` fine-tunes: its checkpoint-0 is then this
-model. 15 epochs of the 64-wide, 2-layer network take a few minutes on a 2-core CPU.
+model. Sizes: `SIZES`.
 
-    python benchmarks/simclr.py OUT [--epochs 15] [--hidden 64] [--layers 2]
+    python benchmarks/simclr.py OUT [--size small|large|xl] [--epochs 15]
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from explorer import data
 from explorer.finetune import tiny_vit
 
-# The foundations the benchmarks pretrain: name -> (hidden size, layers). 64 x 2 takes a few
-# minutes on a 2-core CPU, 128 x 4 about 17 and 192 x 4 about 30 to 35.
+# The foundations the benchmarks pretrain: name -> (hidden size, layers). 15 epochs on a
+# 2-core CPU: 64 x 2 a few minutes, 128 x 4 17 (1,007 s), 192 x 4 35 (with other work beside).
 SIZES = {"small": (64, 2), "large": (128, 4), "xl": (192, 4)}
 BATCH = 256
 TEMPERATURE = 0.2
@@ -68,13 +68,12 @@ def augment(images: torch.Tensor) -> torch.Tensor:
     return (views - 0.5) / 0.5  # the processor's mean and std, 0.5
 
 
-def pretrain(
-    out: Path, epochs: float = 15, hidden: int = 64, layers: int = 2, seed: int = 0
-) -> Path:
-    """Pretrain tiny-vit-28 by SimCLR on Fashion-MNIST train and save it to `out`; a model
-    already saved there is kept, so that a rerun resumes after it."""
+def pretrain(out: Path, size: str = "small", epochs: float = 15, seed: int = 0) -> Path:
+    """Pretrain tiny-vit-28 of `size` (a name in SIZES) by SimCLR on Fashion-MNIST train and
+    save it to `out`; a model already saved there is kept, so that a rerun resumes after it."""
     if (out / "model.safetensors").exists():
         return out
+    hidden, layers = SIZES[size]
     torch.manual_seed(seed)
     train = data.read_fashion_mnist()["train"][0]
     images = torch.from_numpy(np.array(train, dtype=np.float32) / 255)[:, None]  # a copy: writable
@@ -120,11 +119,10 @@ def pretrain(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder for the pretrained model")
+    parser.add_argument("--size", choices=list(SIZES), default="small")
     parser.add_argument("--epochs", type=float, default=15)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
     args = parser.parse_args()
-    pretrain(args.out, args.epochs, args.hidden, args.layers)
+    pretrain(args.out, args.size, args.epochs)
 
 
 if __name__ == "__main__":
