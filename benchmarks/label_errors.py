@@ -13,7 +13,11 @@ every checkpoint (`explorer build --run`) and scores, against the flips:
   area below the rule's fixed cut alone (without its low-mode edge), and how many images the
   rule flags when the true labels are given (false alarms on clean labels);
 - a signal explorer does not use yet: the foundation view's neighbours' labels
-  (`neighbour_vote`), alone and with the area under the margin, as rankings.
+  (`neighbour_vote`), alone and with the area under the margin, as rankings;
+- Fashion-MNIST's own label noise: which images an independent model (`independent_probabilities`,
+  fine-tuned on the train images outside every set, never on these) confidently calls
+  something other than their original label, and each flag's precision with those images'
+  false alarms counted neither right nor wrong.
 
 Sets (default: all five): Fashion-MNIST train (20,000 images, 2 epochs, as in issue 16)
 with uniform flips (to any other class) and with class-pair flips (class k to k + 1), and
@@ -69,11 +73,22 @@ PRETRAINED = {
     "-simclr": ("simclr-foundation", "small"),
     "-simclr-large": ("simclr-large-foundation", "large"),
 }
+# An image's original label is disputed where a model that never saw it gives it a margin below
+# this: the flag's own cut, on one checkpoint (e^2.5 = 12 times less likely than another class)
+DISPUTED_MARGIN = -2.5
 SETS |= {
     name + suffix: spec
     for suffix in PRETRAINED
     for name, spec in SETS.items()
     if spec[0] == "fashion-mnist"
+}
+# Reviewing images the run never trained on, as explorer advises for honest label scores: the
+# run learns from clean images (Fashion-MNIST train outside every set; digits' train split)
+# and the build reviews the set, flipped as before (digits: its test split), in split "review".
+HELD_OUT = "-held-out"
+SETS |= {
+    name + HELD_OUT: SETS[name]
+    for name in ("fashion-uniform-simclr-large", "fashion-pair-simclr-large", "digits-uniform")
 }
 
 
@@ -95,14 +110,21 @@ def prepare(name: str, work: Path, *, build_out: bool = True, rebuild: bool = Fa
     `build_out`), each made once; `rebuild` builds OUT again (from the cached embeddings)."""
     source, limit, kind, training = SETS[name]
     folder = work / name
-    copy = folder / "data"
+    copy, reviewed = folder / "data", reviewed_split(name)
     if not (folder / "true_labels.npy").exists():
-        clean = data.load(source, split="train", limit=limit)
+        held_out = name.endswith(HELD_OUT)
+        if held_out and source == "digits":
+            clean, trained_on = data.load(source, split="test"), data.load(source, split="train")
+        else:
+            clean = data.load(source, split="train", limit=limit)
+            trained_on = outside_every_set(source) if held_out else None
         labels = np.asarray(clean["label"])
         noisy = flipped(labels, clean.features["label"].num_classes, kind)
         table = clean.remove_columns("label").add_column("label", noisy.tolist())
-        table = table.cast_column("label", clean.features["label"])
-        datasets.DatasetDict({"train": table}).save_to_disk(str(copy))
+        splits = {reviewed: table.cast_column("label", clean.features["label"])}
+        if trained_on is not None:
+            splits["train"] = trained_on
+        datasets.DatasetDict(splits).save_to_disk(str(copy))
         np.save(folder / "true_labels.npy", labels)
     run = folder / "run"
     if not (run / "explorer-run.json").exists():
@@ -115,13 +137,13 @@ def prepare(name: str, work: Path, *, build_out: bool = True, rebuild: bool = Fa
         started = time.perf_counter()
         finetune(copy, model=model, out=run, split="train", checkpoints=25, lr=lr, **training)
         (folder / "finetune_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}\n")
-    embed_checkpoints(copy, run)
+    embed_checkpoints(copy, run, reviewed)
     out = folder / "out"
     if build_out and (rebuild or not output.is_output(out)):
         build(
             copy,
             run=run,
-            split="train",
+            split=reviewed,
             out=out,
             timeline_umap="off",
             reference="none",
@@ -130,13 +152,32 @@ def prepare(name: str, work: Path, *, build_out: bool = True, rebuild: bool = Fa
     return folder
 
 
+def reviewed_split(name: str) -> str:
+    """The split of a set's copy that is flipped and reviewed: `train`, which the run learns
+    from, or for a held-out set `review`."""
+    return "review" if name.endswith(HELD_OUT) else "train"
+
+
+def outside_every_set(source: str) -> datasets.Dataset:
+    """`source`'s train images that no set of it holds (in order, original labels)."""
+    limits = sorted({spec[1] for spec in SETS.values() if spec[0] == source})
+    full = data.load(source, "train")
+    return full.select(np.setdiff1d(np.arange(full.num_rows), _rows_of_sets(source, limits)))
+
+
+def _rows_of_sets(source: str, limits: list[int]) -> np.ndarray:
+    """The train rows that sets of these sizes hold, ascending."""
+    return np.unique(np.concatenate([data.load_with_rows(source, "train", n).rows for n in limits]))
+
+
 def _pretrained(name: str) -> str | None:
-    """The suffix of PRETRAINED that `name` ends with (the longest), or None: from random
-    weights."""
+    """The suffix of PRETRAINED that `name` ends with (the longest; HELD_OUT aside), or None:
+    from random weights."""
+    name = name.removesuffix(HELD_OUT)
     return max((suffix for suffix in PRETRAINED if name.endswith(suffix)), key=len, default=None)
 
 
-def embed_checkpoints(copy: Path, run: Path) -> None:
+def embed_checkpoints(copy: Path, run: Path, split: str = "train") -> None:
     """Every checkpoint's embeddings and probabilities into its cache, as `build` makes them
     (the build then reads them back; so does `checkpoint_probabilities`)."""
     from explorer.cache import Embedder
@@ -145,8 +186,8 @@ def embed_checkpoints(copy: Path, run: Path) -> None:
     from explorer.progress import Progress
     from explorer.runs import list_checkpoints
 
-    images = data.load(copy, split="train")
-    config = BuildConfig(dataset=str(copy), split="train", run=str(run), device="cpu")
+    images = data.load(copy, split=split)
+    config = BuildConfig(dataset=str(copy), split=split, run=str(run), device="cpu")
     embedder = Embedder(config, Progress())
     checkpoints = list_checkpoints(run)
     embedder.pixels(images, Preprocessing.from_model(checkpoints[0].path))
@@ -160,7 +201,7 @@ def main() -> None:
     parser.add_argument(
         "--sets",
         nargs="+",
-        default=[name for name in SETS if not _pretrained(name)],
+        default=[name for name in SETS if not _pretrained(name) and not name.endswith(HELD_OUT)],
         choices=list(SETS),
         help="(default: the five from random weights)",
     )
@@ -203,25 +244,34 @@ def evaluate(folder: Path) -> dict:
     lowest = np.argsort(default["label_quality"], kind="stable")[: flipped.sum()]
     # the flag's false alarms where no label is wrong: the same run, its true labels as given
     true_margin = np.stack([dynamics.margins(p, true) for p in probabilities])
+    noise = disputed(folder)  # None where there is no independent model
+    kept = slice(None) if noise is None else ~(noise & ~flipped)  # for the ranking's ceiling
     return {
         "source": SETS[name][0],
         "images": int(len(given)),
         "noise": SETS[name][2],
+        "reviewed": "held out" if name.endswith(HELD_OUT) else "the run's training data",
         "flipped": int(flipped.sum()),
         "training": SETS[name][3],
         "last_checkpoint_accuracy_true_labels": float(np.mean(probabilities[-1].argmax(1) == true)),
-        "cleanlab_last_checkpoint": _flag(find_label_issues(given, probabilities[-1]), flipped),
+        "cleanlab_last_checkpoint": _flag(
+            find_label_issues(given, probabilities[-1]), flipped, noise
+        ),
         "label_quality_auroc": float(roc_auc_score(flipped, -default["label_quality"])),
         "label_quality_lowest_n_precision": float(flipped[lowest].mean()),
         "confidence_auroc": float(roc_auc_score(flipped, -default["confidence"])),
         "area_under_margin_auroc": float(roc_auc_score(flipped, -aum)),
         # the best any cut of the area could do at the target's recall
         "area_under_margin_precision_at_recall_0.85": precision_at_recall(flipped, -aum, 0.85),
+        "area_under_margin_precision_at_recall_0.85_disputed_not_counted": precision_at_recall(
+            flipped[kept], -aum[kept], 0.85
+        ),
         "region_not_easy": _flag(default["region"] != "easy", flipped),
-        "is_label_issue": _flag(default["is_label_issue"], flipped),
+        "is_label_issue": _flag(default["is_label_issue"], flipped, noise),
         "is_label_issue_method": out.run["label_issues"]["method"],
         # the rule's fixed cut alone, without its low-mode edge
-        "area_under_margin_below_fixed_cut": _flag(aum < -dynamics.AUM_THRESHOLD, flipped),
+        "area_under_margin_below_fixed_cut": _flag(aum < -dynamics.AUM_THRESHOLD, flipped, noise),
+        "disputed_share": None if noise is None else float(noise.mean()),
         "true_labels_flagged": int(dynamics.label_issues(true_margin, steps=steps).flags.sum()),
         **neighbour_vote(out.default, given, flipped, aum),
     }
@@ -249,6 +299,49 @@ def neighbour_vote(default, given: np.ndarray, flipped: np.ndarray, aum: np.ndar
     }
 
 
+def independent_probabilities(work: Path, source: str, limit: int) -> np.ndarray | None:
+    """float (N, K): the probabilities, in a `source` set of `limit` images' order, from a model
+    that never saw those images: fine-tuned (from the larger pretrained foundation, 2 epochs,
+    2 checkpoints; its last) on the train images outside every Fashion-MNIST set
+    (`outside_every_set`), with their original labels. Made once, in WORK/independent. None
+    for sources other than Fashion-MNIST (digits has too few images to hold some out)."""
+    if source != "fashion-mnist":
+        return None
+    folder = work / "independent"
+    path = folder / "probabilities.npy"
+    limits = sorted({spec[1] for spec in SETS.values() if spec[0] == source})
+    held = _rows_of_sets(source, limits)
+    if not path.exists():
+        copy, run = folder / "data", folder / "run"
+        if not copy.exists():
+            sets = data.load(source, "train").select(held)
+            splits = {"train": outside_every_set(source), "test": sets}
+            datasets.DatasetDict(splits).save_to_disk(str(copy))
+        if not (run / "explorer-run.json").exists():
+            where, size = PRETRAINED["-simclr-large"]
+            foundation = simclr.pretrain(work / where, size)
+            finetune(copy, model=str(foundation), out=run, split="train", checkpoints=2,
+                     lr=SCRATCH_LR, epochs=2)  # fmt: skip
+        np.save(path, probabilities(copy, run, "test", last=True)[0])
+    return np.load(path)[np.searchsorted(held, data.load_with_rows(source, "train", limit).rows)]
+
+
+def disputed(folder: Path) -> np.ndarray | None:
+    """bool (N,): the set's images whose original label the independent model
+    (`independent_probabilities`) disputes, giving it a margin below DISPUTED_MARGIN:
+    Fashion-MNIST's own label noise, or images that could be either class. None for other
+    sets, and for held-out ones, whose run learnt from the independent model's images."""
+    from explorer import dynamics
+
+    if folder.name.endswith(HELD_OUT):
+        return None
+    source, limit = SETS[folder.name][:2]
+    independent = independent_probabilities(folder.parent, source, limit)
+    if independent is None:
+        return None
+    return dynamics.margins(independent, np.load(folder / "true_labels.npy")) < DISPUTED_MARGIN
+
+
 def precision_at_recall(truth: np.ndarray, score: np.ndarray, recall: float) -> float:
     """Precision of the smallest set of highest-`score` images that holds `recall` of `truth`."""
     hits = np.cumsum(truth[np.argsort(-score, kind="stable")])
@@ -256,29 +349,43 @@ def precision_at_recall(truth: np.ndarray, score: np.ndarray, recall: float) -> 
     return float(hits[count - 1] / count)
 
 
-def _flag(flags: np.ndarray, flipped: np.ndarray) -> dict:
-    """count, precision and recall of a flag against the flips."""
+def _flag(flags: np.ndarray, flipped: np.ndarray, disputed: np.ndarray | None = None) -> dict:
+    """count, precision and recall of a flag against the flips; with `disputed` (bool (N,)),
+    also the precision with the false alarms on disputed images counted neither right nor
+    wrong, and the share of its false alarms they are."""
     flags = np.asarray(flags, dtype=bool)
     hits = int(np.sum(flags & flipped))
-    return {
+    scores = {
         "count": int(flags.sum()),
         "precision": hits / max(int(flags.sum()), 1),
         "recall": hits / max(int(flipped.sum()), 1),
     }
+    if disputed is not None:
+        false_alarms = flags & ~flipped
+        scores["false_alarms_disputed"] = float(disputed[false_alarms].mean())
+        counted = int(flags.sum() - (false_alarms & disputed).sum())
+        scores["precision_disputed_not_counted"] = hits / max(counted, 1)
+    return scores
 
 
 def checkpoint_probabilities(folder: Path) -> np.ndarray:
     """float (C, N, K): every checkpoint's probabilities of the set's images, from the caches."""
+    return probabilities(folder / "data", folder / "run", reviewed_split(folder.name))
+
+
+def probabilities(copy: Path, run: Path, split: str = "train", *, last: bool = False) -> np.ndarray:
+    """float (C, N, K): each checkpoint's probabilities of a split of `copy` (only the last's,
+    C = 1, with `last`), from the caches (made where missing)."""
     from explorer.cache import Embedder
     from explorer.config import BuildConfig
     from explorer.progress import Progress
     from explorer.runs import list_checkpoints
 
-    copy, run = folder / "data", folder / "run"
-    images = data.load(copy, split="train")
-    config = BuildConfig(dataset=str(copy), split="train", run=str(run), device="cpu")
+    images = data.load(copy, split=split)
+    config = BuildConfig(dataset=str(copy), split=split, run=str(run), device="cpu")
     embedder = Embedder(config, Progress(False))
-    return np.stack([embedder.embeddings(c, images).probabilities for c in list_checkpoints(run)])
+    checkpoints = list_checkpoints(run)[-1:] if last else list_checkpoints(run)
+    return np.stack([embedder.embeddings(c, images).probabilities for c in checkpoints])
 
 
 if __name__ == "__main__":
