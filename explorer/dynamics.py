@@ -328,7 +328,9 @@ def label_issues(
     Figure 1). An image is flagged below -`threshold`, or below the upper edge of that low mode
     (`low_mode_edge`) where the run has one that reaches higher: how negative the mislabelled
     images' areas are depends on the run (a model that learns its classes well and fast, as on
-    digits, leaves them nearer 0 than one still confusing shirts with T-shirts).
+    digits, leaves them nearer 0 than one still confusing shirts with T-shirts). The mode's
+    peak must lie below -`threshold` itself: a bump nearer 0 is what a model's own mistakes
+    on rightly labelled images make (on digits it never trained on, 95 % right, at -1).
 
     Parameters
     ----------
@@ -348,7 +350,7 @@ def label_issues(
         raise ExplorerError(f"margin must be (checkpoints, images), got {margin.shape}")
     weights = _trained(_step_weights(steps, len(margin)), skip_first)
     area = weights @ _trained(margin, skip_first) / weights.sum()
-    edge = low_mode_edge(area)
+    edge = low_mode_edge(area, peak_below=-threshold)
     if edge is None or edge <= -threshold:
         return LabelIssues(area < -threshold, f"{RUN_LABEL_ISSUES} below -{threshold:g}")
     return LabelIssues(
@@ -356,13 +358,14 @@ def label_issues(
     )
 
 
-def low_mode_edge(area: np.ndarray, *, grid: int = 512) -> float | None:
+def low_mode_edge(area: np.ndarray, *, peak_below: float = 0.0, grid: int = 512) -> float | None:
     """Where a mode of negative values ends: the density minimum closest below 0 with a mode
     below it (a Gaussian kernel density, Scott's bandwidth, on `grid` points from the smallest
     value to 0). A mode counts where its peak is at least 1.5 times the minimum's density and
     at least 0.5 % of the values (and 10) lie below the minimum: the bumps a kernel density
-    makes of a few stray values in a tail are not modes. None where there is no such mode, or
-    fewer than _FEWEST_FOR_A_DENSITY values, or they are all equal.
+    makes of a few stray values in a tail are not modes. It counts, too, only where its peak
+    lies below `peak_below`. None where there is no such mode, or fewer than
+    _FEWEST_FOR_A_DENSITY values, or they are all equal.
 
     area: float (N,). Returns a float < 0 or None.
     """
@@ -376,13 +379,18 @@ def low_mode_edge(area: np.ndarray, *, grid: int = 512) -> float | None:
     density = gaussian_kde(area)(points)
     lows, highs = argrelextrema(density, np.less)[0], argrelextrema(density, np.greater)[0]
     fewest = max(10, 0.005 * len(area))
-    edges = [
-        low
-        for low in lows
-        if (highs < low).any()
-        and density[highs[highs < low]].max() >= 1.5 * density[low]
-        and (area < points[low]).sum() >= fewest
-    ]
+    edges = []
+    for low in lows:
+        below = highs[highs < low]
+        if len(below) == 0:
+            continue
+        peak = below[np.argmax(density[below])]
+        if (
+            density[peak] >= 1.5 * density[low]
+            and points[peak] < peak_below
+            and (area < points[low]).sum() >= fewest
+        ):
+            edges.append(low)
     return float(points[edges[-1]]) if edges else None
 
 
