@@ -17,9 +17,8 @@ every checkpoint (`explorer build --run`) and scores, against the flips:
   (`neighbour_vote`), alone and with the area under the margin, as rankings;
 - Fashion-MNIST's own label noise: which images an independent model
   (`independent_probabilities`, fine-tuned on the train images outside every set, never on
-  these) confidently calls
-  something other than their original label, and each flag's precision with those images'
-  false alarms counted neither right nor wrong.
+  these) confidently calls something other than their original label, and each flag's
+  precision with those images' false alarms counted neither right nor wrong.
 
 Sets (default: all five): Fashion-MNIST train (20,000 images, 2 epochs, as in issue 16)
 with uniform flips (to any other class) and with class-pair flips (class k to k + 1), and
@@ -169,13 +168,13 @@ def reviewed_split(name: str) -> str:
 
 def outside_every_set(source: str) -> datasets.Dataset:
     """`source`'s train images that no set of it holds (in order, original labels)."""
-    limits = sorted({spec[1] for spec in SETS.values() if spec[0] == source})
     full = data.load(source, "train")
-    return full.select(np.setdiff1d(np.arange(full.num_rows), _rows_of_sets(source, limits)))
+    return full.select(np.setdiff1d(np.arange(full.num_rows), _rows_of_sets(source)))
 
 
-def _rows_of_sets(source: str, limits: list[int]) -> np.ndarray:
-    """The train rows that sets of these sizes hold, ascending."""
+def _rows_of_sets(source: str) -> np.ndarray:
+    """The train rows of `source` that its sets hold, ascending."""
+    limits = {spec[1] for spec in SETS.values() if spec[0] == source}
     return np.unique(np.concatenate([data.load_with_rows(source, "train", n).rows for n in limits]))
 
 
@@ -322,8 +321,7 @@ def independent_probabilities(work: Path, source: str, limit: int) -> np.ndarray
         return None
     folder = work / "independent"
     path = folder / "probabilities.npy"
-    limits = sorted({spec[1] for spec in SETS.values() if spec[0] == source})
-    held = _rows_of_sets(source, limits)
+    held = _rows_of_sets(source)
     if not path.exists():
         copy, run = folder / "data", folder / "run"
         if not copy.exists():
@@ -333,8 +331,15 @@ def independent_probabilities(work: Path, source: str, limit: int) -> np.ndarray
         if not (run / "explorer-run.json").exists():
             where, size = PRETRAINED["-simclr-large"]
             foundation = simclr.pretrain(work / where, size)
-            finetune(copy, model=str(foundation), out=run, split="train", checkpoints=2,
-                     lr=SCRATCH_LR, epochs=2)  # fmt: skip
+            finetune(
+                copy,
+                model=str(foundation),
+                out=run,
+                split="train",
+                checkpoints=2,
+                lr=SCRATCH_LR,
+                epochs=2,
+            )
         np.save(path, probabilities(copy, run, "test", last=True)[0])
     return np.load(path)[np.searchsorted(held, data.load_with_rows(source, "train", limit).rows)]
 
@@ -362,10 +367,11 @@ def precision_at_recall(truth: np.ndarray, score: np.ndarray, recall: float) -> 
     return float(hits[count - 1] / count)
 
 
-def _flag(flags: np.ndarray, flipped: np.ndarray, disputed: np.ndarray | None = None) -> dict:
-    """count, precision and recall of a flag against the flips; with `disputed` (bool (N,)),
-    also the precision with the false alarms on disputed images counted neither right nor
-    wrong, and the share of its false alarms they are."""
+def _flag(flags: np.ndarray, flipped: np.ndarray, noise: np.ndarray | None = None) -> dict:
+    """count, precision and recall of a flag against the flips; with `noise` (bool (N,): the
+    images whose original label is disputed, `disputed`), also the precision with the false
+    alarms on those images counted neither right nor wrong, and the share of its false alarms
+    they are."""
     flags = np.asarray(flags, dtype=bool)
     hits = int(np.sum(flags & flipped))
     scores = {
@@ -373,10 +379,10 @@ def _flag(flags: np.ndarray, flipped: np.ndarray, disputed: np.ndarray | None = 
         "precision": hits / max(int(flags.sum()), 1),
         "recall": hits / max(int(flipped.sum()), 1),
     }
-    if disputed is not None:
+    if noise is not None:
         false_alarms = flags & ~flipped
-        scores["false_alarms_disputed"] = float(disputed[false_alarms].mean())
-        counted = int(flags.sum() - (false_alarms & disputed).sum())
+        scores["false_alarms_disputed"] = float(noise[false_alarms].mean())
+        counted = int(flags.sum() - (false_alarms & noise).sum())
         scores["precision_disputed_not_counted"] = hits / max(counted, 1)
     return scores
 
