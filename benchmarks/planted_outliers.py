@@ -4,7 +4,7 @@ A model is fine-tuned on Fashion-MNIST train with `explorer finetune` (tiny-vit 
 `--epochs 2`, every training image; the untouched checkpoint-0 is the foundation view, random
 weights, since nothing can be downloaded here; with `--model tiny-vit-28-simclr` it is a
 foundation pretrained here without labels, `simclr.py`, and fine-tuned from;
-`tiny-vit-28-simclr-large` and `-xl` are larger ones, pretrained the same way). Then, per
+`tiny-vit-28-simclr-large`, `-xl` and `-xxl` are larger ones, pretrained the same way). Then, per
 planting, a sample of Fashion-MNIST test gets planted into it, each kind *as a cluster* of
 `--per-kind` images:
 
@@ -35,7 +35,7 @@ processes on `--cost-images` test images, with the default reference against
 sides (a first build of each fills the caches).
 
     python benchmarks/planted_outliers.py [--model tiny-vit|tiny-vit-28|tiny-vit-28-simclr|
-        tiny-vit-28-simclr-large|tiny-vit-28-simclr-xl] [--run RUN] [--cost]
+        tiny-vit-28-simclr-large|tiny-vit-28-simclr-xl|tiny-vit-28-simclr-xxl] [--run RUN] [--cost]
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ FOUNDATIONS = {
     "tiny-vit-28-simclr": "small",
     "tiny-vit-28-simclr-large": "large",
     "tiny-vit-28-simclr-xl": "xl",
+    "tiny-vit-28-simclr-xxl": "xxl",
 }
 MILD_EDITS = ("jpeg90", "brighter", "contrast", "noise")
 
@@ -373,7 +374,7 @@ def finetune_run(folder: Path, model: str, epochs: int) -> Path:
     Fashion-MNIST's 28 px in 7 px patches (as many tokens), saved to a folder and trained from
     scratch at tiny-vit's learning rate; tiny-vit-28-simclr is tiny-vit-28 pretrained first,
     without labels, by `simclr.py`, so that checkpoint-0 is a foundation model rather than
-    random weights; tiny-vit-28-simclr-large and -xl the same with larger networks
+    random weights; tiny-vit-28-simclr-large, -xl and -xxl the same with larger networks
     (`simclr.SIZES`).
     """
     run = folder / f"run-{model}"

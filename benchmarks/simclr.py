@@ -15,7 +15,7 @@ The result is saved as a ViTForImageClassification folder (a random head for Fas
 classes) that `explorer finetune --model FOLDER` fine-tunes: its checkpoint-0 is then this
 model. Sizes: `SIZES`.
 
-    python benchmarks/simclr.py OUT [--size small|large|xl] [--epochs 15]
+    python benchmarks/simclr.py OUT [--size small|large|xl|xxl] [--epochs 15]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from explorer.finetune import tiny_vit
 
 # The foundations the benchmarks pretrain: name -> (hidden size, layers). 15 epochs on a
 # 2-core CPU: 64 x 2 a few minutes, 128 x 4 17 (1,007 s), 192 x 4 35 (with other work beside).
-SIZES = {"small": (64, 2), "large": (128, 4), "xl": (192, 4)}
+SIZES = {"small": (64, 2), "large": (128, 4), "xl": (192, 4), "xxl": (256, 4)}
 BATCH = 256
 TEMPERATURE = 0.2
 LR = 1e-3
