@@ -26,7 +26,7 @@ from pathlib import Path
 import label_errors
 import numpy as np
 
-from explorer import dynamics, output
+from explorer import output
 
 AUDIT = Path(__file__).parent / "fashion_mnist_label_audit.json"
 CASES, CONTROLS, SEED = 48, 16, 7
@@ -40,13 +40,15 @@ def sheet(name: str, work: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if AUDIT.exists() and json.loads(AUDIT.read_text())["verdicts"]:
+        raise SystemExit(f"{AUDIT} holds verdicts: move it away before drawing a new audit")
     folder = work / name
     default = output.read(folder / "out").default
     given, true = np.asarray(default["label"]), np.load(folder / "true_labels.npy")
     flipped, flagged = given != true, np.asarray(default["is_label_issue"])
     source, limit = label_errors.SETS[name][:2]
     independent = label_errors.independent_probabilities(work, source, limit)
-    disputed = dynamics.margins(independent, true) < label_errors.DISPUTED_MARGIN
+    disputed = label_errors.disputed(folder)
     rng = np.random.default_rng(SEED)
     cases = rng.choice(np.flatnonzero(flagged & ~flipped & disputed), CASES, replace=False)
     controls = rng.choice(np.flatnonzero(~flagged & ~flipped & ~disputed), CONTROLS, replace=False)
