@@ -285,7 +285,22 @@ def evaluate(folder: Path) -> dict:
         },
         "disputed_share": None if noise is None else float(noise.mean()),
         "true_labels_flagged": int(dynamics.label_issues(true_margin, steps=steps).flags.sum()),
+        # the same, before a low mode's peak had to lie below the cut (any peak below 0)
+        **_any_peak(weights @ true_margin[1:] / weights.sum(), "true_labels"),
         **neighbour_vote(out.default, given, flipped, aum),
+    }
+
+
+def _any_peak(area: np.ndarray, prefix: str) -> dict:
+    """The rule's low-mode edge and flag count on `area` (the area under the margin) with a
+    mode's peak anywhere below 0, as before the peak had to lie below -2.5."""
+    from explorer import dynamics
+
+    edge = dynamics.low_mode_edge(area)
+    cut = edge if edge is not None and edge > -dynamics.AUM_THRESHOLD else -dynamics.AUM_THRESHOLD
+    return {
+        f"{prefix}_low_mode_edge_any_peak": edge,
+        f"{prefix}_flagged_any_peak": int((area < cut).sum()),
     }
 
 
